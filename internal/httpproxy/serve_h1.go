@@ -1,0 +1,159 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/accesslog"
+	"github.com/wsmesh/wsmesh/internal/h1"
+)
+
+// ServeH1 serves HTTP/1.1 requests arriving on downstream connection c until
+// it closes, the idle timeout passes or ctx ends. br must read from c; bytes
+// it already buffered (for example by protocol detection) are the start of
+// the first request. ServeH1 closes c before returning.
+func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
+	defer stop()
+	for ctx.Err() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			return // idle, closed by the peer, or shutting down between requests
+		}
+		start := time.Now()
+		_ = c.SetReadDeadline(start.Add(p.cfg.HeaderReadTimeout))
+		req, err := h1.ReadRequest(br, p.cfg.Limits)
+		if err != nil {
+			p.rejectHead(c, err, start)
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		if !p.exchangeH1(ctx, c, br, req, start) {
+			return
+		}
+	}
+}
+
+// rejectHead answers a request head that could not be read.
+func (p *Proxy) rejectHead(c net.Conn, err error, start time.Time) {
+	rec := p.newRecord(c, start)
+	rec.Protocol = "HTTP/1.1"
+	var he *h1.Error
+	var lr *LocalReply
+	switch {
+	case errors.As(err, &he):
+		lr = &LocalReply{Status: he.Status, Flag: accesslog.DownstreamProtocolError, Details: he.Details, Body: he.Err.Error()}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		lr = &LocalReply{Status: 408, Flag: accesslog.DownstreamProtocolError, Details: "request_header_timeout", Body: "request header timeout"}
+	default:
+		// The connection broke inside the head: nobody to answer.
+		rec.ResponseFlags = accesslog.DownstreamConnectionTermination.String()
+		rec.ResponseCodeDetails = "downstream_remote_disconnect"
+		rec.ConnectionTerminationDetails = err.Error()
+		p.finish(rec, nil)
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	p.writeLocalReply(c, lr, rec, true)
+	p.cfg.Logger.Debug("rejected request head", "downstream", c.RemoteAddr().String(), "status", lr.Status, "cause", err)
+	p.finish(rec, nil)
+}
+
+// exchangeH1 handles one request whose head has been read. It reports
+// whether the downstream connection may carry another request.
+func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, start time.Time) bool {
+	rec := p.newRecord(c, start)
+	rec.Method = req.Method
+	rec.Path = req.Target
+	rec.Protocol = req.Proto
+	rec.Authority = req.Headers.Get("Host")
+	rec.UserAgent = req.Headers.Get("User-Agent")
+	prepareForwarding(req, c.RemoteAddr(), rec)
+
+	keepAlive := wantsKeepAlive(req)
+	target, err := p.cfg.Router.Route(req, c.LocalAddr())
+	if err != nil {
+		lr := asLocalReply(err)
+		body, berr := h1.RequestBody(req)
+		if berr == nil && body.Kind != h1.BodyNone {
+			keepAlive = false // the body is not read
+		}
+		p.writeLocalReply(c, lr, rec, !keepAlive)
+		p.finish(rec, nil)
+		return keepAlive
+	}
+	if target.Done != nil {
+		defer target.Done()
+	}
+	rec.RouteName = target.RouteName
+	rec.UpstreamCluster = target.Cluster
+
+	if h1.IsWebSocketUpgrade(req) {
+		return p.upgradeH1(ctx, c, br, req, target, rec)
+	}
+	if target.H2 && p.cfg.H2 != nil {
+		return p.forwardPlainOverH2(ctx, c, br, req, target, rec, keepAlive)
+	}
+	return p.forwardH1(ctx, c, br, req, target, rec, keepAlive)
+}
+
+func (p *Proxy) newRecord(c net.Conn, start time.Time) *accesslog.Record {
+	return &accesslog.Record{
+		StartTime:               start,
+		DownstreamLocalAddress:  addrString(c.LocalAddr()),
+		DownstreamRemoteAddress: addrString(c.RemoteAddr()),
+		UpstreamServiceTime:     -1,
+	}
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// prepareForwarding adds X-Request-Id (when absent), X-Forwarded-For and
+// X-Forwarded-Proto, and copies them into the record.
+func prepareForwarding(req *h1.Request, remote net.Addr, rec *accesslog.Record) {
+	id := req.Headers.Get("X-Request-Id")
+	if id == "" {
+		id = newRequestID()
+		req.Headers.Add("X-Request-Id", id)
+	}
+	rec.RequestID = id
+	if host, _, err := net.SplitHostPort(addrString(remote)); err == nil {
+		xff := req.Headers.Values("X-Forwarded-For")
+		req.Headers.Del("X-Forwarded-For")
+		xff = append(xff, host)
+		req.Headers.Add("X-Forwarded-For", strings.Join(xff, ", "))
+		rec.XForwardedFor = req.Headers.Get("X-Forwarded-For")
+	}
+	if !req.Headers.Has("X-Forwarded-Proto") {
+		req.Headers.Add("X-Forwarded-Proto", "http")
+	}
+}
+
+func wantsKeepAlive(req *h1.Request) bool {
+	if req.Headers.HasToken("Connection", "close") {
+		return false
+	}
+	if req.Proto == "HTTP/1.0" {
+		return req.Headers.HasToken("Connection", "keep-alive")
+	}
+	return true
+}
+
+func asLocalReply(err error) *LocalReply {
+	var lr *LocalReply
+	if errors.As(err, &lr) {
+		return lr
+	}
+	return &LocalReply{Status: 503, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: err.Error()}
+}

@@ -1,0 +1,216 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/accesslog"
+	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/relay"
+)
+
+// upgradeH1 forwards an RFC 6455 upgrade request. On 101 the connection
+// becomes a byte stream relayed both ways until both sides close; any other
+// answer is forwarded as a plain response.
+func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, t *Target, rec *accesslog.Record) bool {
+	if body, _ := h1.RequestBody(req); body.Kind != h1.BodyNone {
+		p.writeLocalReply(c, &LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "http1.invalid_upgrade", Body: "a WebSocket upgrade request must not carry a body"}, rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	if req.Headers.Get("Sec-WebSocket-Key") == "" || req.Proto != "HTTP/1.1" {
+		p.writeLocalReply(c, &LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "http1.invalid_upgrade", Body: "WebSocket upgrade needs HTTP/1.1 and a Sec-WebSocket-Key"}, rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	if t.H2 && p.cfg.H2 != nil {
+		if done, keep := p.upgradeOverH2(ctx, c, br, req, t, rec); done {
+			return keep
+		}
+	}
+	u, err := p.dial(ctx, t)
+	if err != nil {
+		rec.UpstreamTransportFailureReason = transportReason(err)
+		p.writeLocalReply(c, connectFailure(err), rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	rec.UpstreamHost = u.addr
+	rec.UpstreamLocalAddress = addrString(u.LocalAddr())
+
+	out := *req
+	out.Headers = append(h1.Headers(nil), req.Headers...)
+	upgrade := req.Headers.Get("Upgrade")
+	h1.RemoveHopByHop(&out.Headers, false)
+	out.Headers.Del("Content-Length")
+	out.Headers.Add("Connection", "Upgrade")
+	out.Headers.Add("Upgrade", upgrade)
+	sent := time.Now()
+	if _, err := u.Write(h1.AppendRequest(nil, &out)); err != nil {
+		u.close()
+		p.writeLocalReply(c, upstreamFailure(err), rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	if p.cfg.ResponseHeaderTimeout > 0 {
+		_ = u.SetReadDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+	}
+	resp, err := p.readFinalResponse(c, br, u, req, h1.Body{}, false, rec)
+	_ = u.SetReadDeadline(time.Time{})
+	if err != nil {
+		u.close()
+		p.writeLocalReply(c, upstreamFailure(err), rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	rec.UpstreamServiceTime = time.Since(sent)
+	rec.ResponseCode = resp.Status
+	rec.ResponseCodeDetails = "via_upstream"
+	if resp.Status != 101 {
+		return p.relayRejectedUpgrade(c, u, req, resp, rec, t)
+	}
+	if !resp.Headers.HasToken("Upgrade", "websocket") {
+		u.close()
+		p.writeLocalReply(c, &LocalReply{Status: 502, Flag: accesslog.UpstreamProtocolError, Details: "upstream_protocol_error", Body: "upstream answered 101 without Upgrade: websocket"}, rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	outResp := *resp
+	outResp.Proto = "HTTP/1.1"
+	outResp.Headers = append(h1.Headers(nil), resp.Headers...)
+	h1.RemoveHopByHop(&outResp.Headers, false)
+	outResp.Headers.Add("Upgrade", "websocket")
+	outResp.Headers.Add("Connection", "Upgrade")
+	if _, err := c.Write(h1.AppendResponse(nil, &outResp)); err != nil {
+		u.close()
+		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
+		p.finish(rec, t)
+		return false
+	}
+	rec.WebSocket = &accesslog.WebSocket{
+		Subprotocol: resp.Headers.Get("Sec-WebSocket-Protocol"),
+		Extensions:  resp.Headers.Get("Sec-WebSocket-Extensions"),
+	}
+	downPre := takeBuffered(br)
+	upPre := takeBuffered(u.br)
+	u.release()
+	p.relayWebSocket(ctx, c, downPre, u.Conn, upPre, rec, t)
+	return false
+}
+
+// relayRejectedUpgrade forwards a non-101 answer to an upgrade request.
+func (p *Proxy) relayRejectedUpgrade(c net.Conn, u *upConn, req *h1.Request, resp *h1.Response, rec *accesslog.Record, t *Target) bool {
+	defer u.close()
+	rbody, err := h1.ResponseBody(req.Method, resp)
+	if err != nil {
+		p.writeLocalReply(c, &LocalReply{Status: 502, Flag: accesslog.UpstreamProtocolError, Details: "upstream_protocol_error", Body: err.Error()}, rec, true)
+		p.finish(rec, t)
+		return false
+	}
+	outResp := *resp
+	outResp.Proto = "HTTP/1.1"
+	outResp.Headers = append(h1.Headers(nil), resp.Headers...)
+	h1.RemoveHopByHop(&outResp.Headers, rbody.Kind == h1.BodyChunked)
+	if rbody.Kind == h1.BodyChunked {
+		outResp.Headers.Set("Transfer-Encoding", "chunked")
+	}
+	outResp.Headers.Set("Connection", "close")
+	if _, err := c.Write(h1.AppendResponse(nil, &outResp)); err == nil {
+		rec.BytesSent, _ = h1.CopyBody(c, u.br, rbody)
+	}
+	p.finish(rec, t)
+	return false
+}
+
+// takeBuffered copies out the bytes br read past the head, then returns br
+// to its pool.
+func takeBuffered(br *bufio.Reader) []byte {
+	n := br.Buffered()
+	var b []byte
+	if n > 0 {
+		b = make([]byte, n)
+		_, _ = br.Read(b)
+	}
+	putReader(br)
+	return b
+}
+
+// relayWebSocket relays an upgraded connection and completes its record.
+func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byte, up net.Conn, upPre []byte, rec *accesslog.Record, t *Target) {
+	tr := &Tracked{
+		Reporter: p.cfg.Reporter, Kind: "websocket", Protocol: rec.Protocol, Start: rec.StartTime,
+		Downstream: rec.DownstreamRemoteAddress, Upstream: rec.UpstreamHost, Cluster: rec.UpstreamCluster,
+		Authority: rec.Authority, Path: rec.Path,
+	}
+	remove := p.cfg.Tracker.Add(tr)
+	defer remove()
+	res := relay.Relay(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
+		IdleTimeout:       p.cfg.WebSocketIdleTimeout,
+		Observe:           p.cfg.ObserveWebSocket,
+		Counters:          &tr.Counters,
+		PerMessageDeflate: strings.Contains(rec.WebSocket.Extensions, "permessage-deflate"),
+	})
+	rec.BytesReceived += res.BytesDownToUp
+	rec.BytesSent += res.BytesUpToDown
+	ws := rec.WebSocket
+	observeInto(ws, res)
+	switch {
+	case res.IdleTimedOut:
+		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.StreamIdleTimeout)
+		rec.ConnectionTerminationDetails = "websocket idle timeout"
+	case res.Err != nil:
+		var se *relay.SideError
+		if errors.As(res.Err, &se) && se.Side == relay.SideUpstream {
+			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.UpstreamConnectionTermination)
+		} else {
+			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
+		}
+		rec.ConnectionTerminationDetails = res.Err.Error()
+	}
+	p.finish(rec, t)
+}
+
+// observeInto copies the observers' findings into the record and decides
+// which side closed first: the side that sent the first close frame (when
+// both did, the one whose last bytes came earlier, since the answer to a
+// close is the last thing its sender writes), else the side whose stream
+// ended first.
+func observeInto(ws *accesslog.WebSocket, res relay.Result) {
+	var downClose, upClose bool
+	var downCode, upCode int
+	var downReason, upReason string
+	if res.Down != nil {
+		ws.FramesDownstream = res.Down.Frames()
+		ws.MessagesDownstream = res.Down.Messages()
+		downCode, downReason, downClose = res.Down.Close()
+	}
+	if res.Up != nil {
+		ws.FramesUpstream = res.Up.Frames()
+		ws.MessagesUpstream = res.Up.Messages()
+		upCode, upReason, upClose = res.Up.Close()
+	}
+	switch {
+	case downClose && upClose:
+		if res.Up.LastActivity().Before(res.Down.LastActivity()) {
+			ws.ClosedBy, ws.CloseCode, ws.CloseReason = "upstream", upCode, upReason
+		} else {
+			ws.ClosedBy, ws.CloseCode, ws.CloseReason = "downstream", downCode, downReason
+		}
+	case downClose:
+		ws.ClosedBy, ws.CloseCode, ws.CloseReason = "downstream", downCode, downReason
+	case upClose:
+		ws.ClosedBy, ws.CloseCode, ws.CloseReason = "upstream", upCode, upReason
+	default:
+		ws.ClosedBy = res.FirstEOF.String()
+		if ws.ClosedBy == "" && res.Err != nil {
+			var se *relay.SideError
+			if errors.As(res.Err, &se) {
+				ws.ClosedBy = se.Side.String()
+			}
+		}
+	}
+}

@@ -1,0 +1,60 @@
+// Package listener runs accept loops: each accepted connection is handed to
+// a handler in its own goroutine, and Serve returns only after every handler
+// it started has returned, so shutdown leaves nothing running.
+package listener
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Handler serves one accepted connection and closes it.
+type Handler func(ctx context.Context, c net.Conn)
+
+// Serve accepts on ln until ctx ends or ln is closed, then waits for the
+// handlers of accepted connections to return. Handlers see connCtx, which
+// ends when drain is cancelled (nil: when ctx ends).
+func Serve(ctx context.Context, connCtx context.Context, ln net.Listener, h Handler, log *slog.Logger) error {
+	if connCtx == nil {
+		connCtx = ctx
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			log.Warn("accept failed; retrying", "listener", ln.Addr().String(), "cause", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		delay = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h(connCtx, c)
+		}()
+	}
+}
