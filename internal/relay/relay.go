@@ -1,0 +1,337 @@
+// Package relay moves the bytes of one proxied connection both ways once its
+// HTTP head is done: a WebSocket after 101 Switching Protocols, or an opaque
+// TCP stream. It forwards bytes already read past the head first, propagates
+// half-close (EOF on one side becomes CloseWrite on the other) and resets,
+// keeps live atomic counters, enforces an optional idle timeout, and can feed
+// each direction to a wsobserve.Observer. When neither observation nor a
+// non-TCP end is involved it moves the bytes with splice(2), never copying
+// them into user space.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/wsobserve"
+)
+
+// Side names one end of the relayed connection.
+type Side int8
+
+// The two ends, and none.
+const (
+	SideNone       Side = iota
+	SideDownstream      // whoever connected to us
+	SideUpstream        // whom we connected to
+)
+
+func (s Side) String() string {
+	switch s {
+	case SideDownstream:
+		return "downstream"
+	case SideUpstream:
+		return "upstream"
+	}
+	return ""
+}
+
+// DefaultBufferSize is the copy buffer size when Options.BufferSize is 0.
+const DefaultBufferSize = 32 << 10
+
+// Options tune one Relay call. The zero value relays without idle timeout,
+// observation or counters visible outside.
+type Options struct {
+	// IdleTimeout ends the relay when no byte has moved in either direction
+	// for this long. 0 means never (the default for WebSocket). Pings and
+	// pongs are bytes, so they count as activity.
+	IdleTimeout time.Duration
+
+	// Observe feeds each direction to a wsobserve.Observer (Result.Down and
+	// Result.Up). DownObserver and UpObserver, when set, are used instead of
+	// fresh ones, so a caller can read them while the relay runs; setting
+	// either implies Observe.
+	Observe                  bool
+	DownObserver, UpObserver *wsobserve.Observer
+	// PerMessageDeflate is passed to fresh observers (see
+	// wsobserve.Observer.PerMessageDeflate).
+	PerMessageDeflate bool
+
+	// DisableSplice makes TCP-to-TCP relays copy through a buffer instead of
+	// splice(2).
+	DisableSplice bool
+
+	// BufferSize is the copy buffer size; buffers of the default size come
+	// from a pool.
+	BufferSize int
+
+	// Counters, when set, is updated as bytes move so that an admin endpoint
+	// can show an open relay.
+	Counters *Counters
+}
+
+// Counters are live totals of one relay, safe to read at any time.
+type Counters struct {
+	DownToUp     atomic.Int64 // bytes read from downstream and written upstream
+	UpToDown     atomic.Int64 // bytes read from upstream and written downstream
+	LastActivity atomic.Int64 // Unix nanoseconds of the last byte moved (or of the start)
+}
+
+// Prefetched holds bytes already read from either side past the HTTP head,
+// typically what a bufio.Reader buffered. They are written before anything
+// else, counted and observed like the rest.
+type Prefetched struct {
+	Down []byte // read from downstream; goes upstream
+	Up   []byte // read from upstream; goes downstream
+}
+
+// Result is the outcome of one Relay.
+type Result struct {
+	BytesDownToUp int64 // the access log's bytes_received
+	BytesUpToDown int64 // the access log's bytes_sent
+	FirstEOF      Side  // the side whose stream ended cleanly first, if any
+	// Down and Up observed what the downstream and the upstream peer sent;
+	// nil unless observing.
+	Down, Up *wsobserve.Observer
+	// Err is the first real error (never io.EOF): a *SideError naming the side
+	// and operation, or the context's cause when ctx ended the relay.
+	Err          error
+	IdleTimedOut bool
+	// Spliced reports that both directions used splice(2).
+	Spliced bool
+}
+
+// SideError is a read or write failure on one end of the relay.
+type SideError struct {
+	Side Side
+	Op   string // "read" or "write"
+	Err  error
+}
+
+func (e *SideError) Error() string { return fmt.Sprintf("relay: %s %s: %v", e.Op, e.Side, e.Err) }
+func (e *SideError) Unwrap() error { return e.Err }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, DefaultBufferSize); return &b }}
+
+type closeWriter interface{ CloseWrite() error }
+
+// direction is one of the two copy loops.
+type direction struct {
+	src, dst   net.Conn
+	srcSide    Side
+	pre        []byte
+	obs        *wsobserve.Observer
+	count      *atomic.Int64
+	last       *atomic.Int64
+	bufSize    int
+	splice     bool
+	n          int64
+	err        error // *SideError, or nil on clean EOF
+	noHalfOpen bool  // dst cannot CloseWrite, so EOF must end the whole relay
+}
+
+func (d *direction) run(done chan<- *direction) {
+	defer func() { done <- d }()
+	d.err = d.copy()
+	if d.err == nil {
+		if cw, ok := d.dst.(closeWriter); ok {
+			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
+		} else {
+			d.noHalfOpen = true
+		}
+	}
+}
+
+func (d *direction) other() Side {
+	if d.srcSide == SideDownstream {
+		return SideUpstream
+	}
+	return SideDownstream
+}
+
+func (d *direction) wrote(n int) {
+	d.n += int64(n)
+	d.count.Add(int64(n))
+	d.last.Store(time.Now().UnixNano())
+}
+
+// copy moves bytes until EOF (nil) or failure (*SideError).
+func (d *direction) copy() error {
+	if len(d.pre) > 0 {
+		if _, err := d.dst.Write(d.pre); err != nil {
+			return &SideError{d.other(), "write", err}
+		}
+		d.wrote(len(d.pre))
+		if d.obs != nil {
+			d.obs.Feed(d.pre)
+		}
+	}
+	if d.splice {
+		return spliceCopy(d)
+	}
+	return d.bufferCopy()
+}
+
+// bufferCopy moves bytes through a buffer, feeding the observer if any.
+func (d *direction) bufferCopy() error {
+	var buf []byte
+	if d.bufSize == DefaultBufferSize {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, d.bufSize)
+	}
+	for {
+		n, rerr := d.src.Read(buf)
+		if n > 0 {
+			if _, werr := d.dst.Write(buf[:n]); werr != nil {
+				return &SideError{d.other(), "write", werr}
+			}
+			d.wrote(n)
+			if d.obs != nil {
+				d.obs.Feed(buf[:n])
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &SideError{d.srcSide, "read", rerr}
+		}
+	}
+}
+
+// Relay copies bytes between down and up until both directions have ended,
+// an error occurs, ctx is done, or the idle timeout passes; it then closes
+// both connections and returns what happened. pre's bytes go first.
+//
+// A clean EOF from one side is passed on with CloseWrite when the other
+// connection supports it (*net.TCPConn, TLS, an HTTP/2 stream wrapper...), and
+// the other direction keeps flowing; if it does not, the relay ends as if both
+// directions had. A read or write error closes both connections at once, and
+// a reset read from one TCP peer is passed on to the other TCP peer as a
+// reset.
+func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options) Result {
+	ctr := opts.Counters
+	if ctr == nil {
+		ctr = new(Counters)
+	}
+	ctr.LastActivity.Store(time.Now().UnixNano())
+	bufSize := opts.BufferSize
+	if bufSize <= 0 {
+		bufSize = DefaultBufferSize
+	}
+	var res Result
+	if opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil {
+		res.Down, res.Up = opts.DownObserver, opts.UpObserver
+		if res.Down == nil {
+			res.Down = &wsobserve.Observer{PerMessageDeflate: opts.PerMessageDeflate}
+		}
+		if res.Up == nil {
+			res.Up = &wsobserve.Observer{PerMessageDeflate: opts.PerMessageDeflate}
+		}
+	}
+	splice := res.Down == nil && !opts.DisableSplice && canSplice(down, up)
+	res.Spliced = splice
+
+	d2u := &direction{src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down,
+		count: &ctr.DownToUp, last: &ctr.LastActivity, bufSize: bufSize, splice: splice}
+	u2d := &direction{src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up,
+		count: &ctr.UpToDown, last: &ctr.LastActivity, bufSize: bufSize, splice: splice}
+	done := make(chan *direction, 2)
+	go d2u.run(done)
+	go u2d.run(done)
+
+	var idle <-chan time.Time
+	var rearm func() bool
+	if opts.IdleTimeout > 0 {
+		t := time.NewTimer(opts.IdleTimeout)
+		defer t.Stop()
+		idle = t.C
+		// The timer fires IdleTimeout after the last re-arm; re-arm it from the
+		// last activity unless that too is IdleTimeout ago.
+		rearm = func() bool {
+			since := time.Since(time.Unix(0, ctr.LastActivity.Load()))
+			if since >= opts.IdleTimeout {
+				return false
+			}
+			t.Reset(opts.IdleTimeout - since)
+			return true
+		}
+	}
+	res.IdleTimedOut = wait(ctx, done, idle, rearm, down, up, &res)
+	down.Close()
+	up.Close()
+	res.BytesDownToUp, res.BytesUpToDown = d2u.n, u2d.n
+	return res
+}
+
+// wait collects both directions, closing both connections early on error,
+// context end, idle timeout or an EOF that cannot be half-closed. It reports
+// whether the idle timeout fired.
+func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, rearm func() bool,
+	down, up net.Conn, res *Result) (idleTimedOut bool) {
+	closed := false
+	closeBoth := func() {
+		if !closed {
+			closed = true
+			down.Close()
+			up.Close()
+		}
+	}
+	ctxDone := ctx.Done()
+	for pending := 2; pending > 0; {
+		select {
+		case d := <-done:
+			pending--
+			switch {
+			case d.err == nil:
+				if res.FirstEOF == SideNone && !closed {
+					res.FirstEOF = d.srcSide
+				}
+				if d.noHalfOpen {
+					closeBoth()
+				}
+			case !closed:
+				// The first real error; errors after we closed are our own doing.
+				res.Err = d.err
+				var se *SideError
+				if errors.As(d.err, &se) && errors.Is(se.Err, syscall.ECONNRESET) {
+					// Pass the reset on to the other peer.
+					if se.Side == SideDownstream {
+						abort(up)
+					} else {
+						abort(down)
+					}
+				}
+				closeBoth()
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			if !closed {
+				res.Err = fmt.Errorf("relay: %w", context.Cause(ctx))
+				closeBoth()
+			}
+		case <-idle:
+			if !rearm() && !closed {
+				idleTimedOut = true
+				closeBoth()
+			}
+		}
+	}
+	return idleTimedOut
+}
+
+// abort makes the next close of c send a TCP reset instead of a FIN.
+func abort(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+}

@@ -1,0 +1,507 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/wsmesh/wsmesh/internal/wsobserve"
+)
+
+const testTimeout = 10 * time.Second
+
+var noDeadline time.Time
+
+// plainConn hides *net.TCPConn (so the relay cannot splice) but keeps
+// CloseWrite, like a TLS connection or an HTTP/2 stream would.
+type plainConn struct{ *net.TCPConn }
+
+func (c plainConn) Read(p []byte) (int, error)  { return c.TCPConn.Read(p) }
+func (c plainConn) Write(p []byte) (int, error) { return c.TCPConn.Write(p) }
+
+// noHalfClose hides CloseWrite.
+type noHalfClose struct{ net.Conn }
+
+type mode struct {
+	name string
+	opts Options
+	wrap func(net.Conn) net.Conn
+}
+
+var modes = []mode{
+	{name: "splice"},
+	{name: "nosplice", opts: Options{DisableSplice: true}},
+	{name: "buffer", wrap: func(c net.Conn) net.Conn { return plainConn{c.(*net.TCPConn)} }},
+	{name: "observe", opts: Options{Observe: true}},
+}
+
+// harness is client ⇄ [down | Relay | up] ⇄ server over loopback TCP.
+type harness struct {
+	client, server *net.TCPConn
+	down, up       net.Conn
+	result         chan Result
+	cancel         context.CancelFunc
+}
+
+// pair returns the two ends of a fresh loopback TCP connection.
+func pair(t testing.TB) (dialer, accepted *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := ln.Accept(); ch <- res{c, err} }()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return d.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// setup connects the ends without starting the relay.
+func setup(t testing.TB, m mode) *harness {
+	t.Helper()
+	client, down := pair(t)
+	up, server := pair(t)
+	h := &harness{client: client, server: server, down: down, up: up, result: make(chan Result, 1)}
+	if m.wrap != nil {
+		h.down, h.up = m.wrap(down), m.wrap(up)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for _, c := range []*net.TCPConn{client, server, down, up} {
+		_ = c.SetDeadline(deadline) // bounds every test even if the relay misbehaves
+	}
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+		down.Close()
+		up.Close()
+		if h.cancel != nil {
+			h.cancel()
+		}
+	})
+	return h
+}
+
+func (h *harness) start(ctx context.Context, pre Prefetched, opts Options) {
+	ctx, h.cancel = context.WithCancel(ctx)
+	go func() { h.result <- Relay(ctx, h.down, h.up, pre, opts) }()
+}
+
+func start(t testing.TB, m mode, pre Prefetched) *harness {
+	h := setup(t, m)
+	h.start(context.Background(), pre, m.opts)
+	return h
+}
+
+func (h *harness) wait(t testing.TB) Result {
+	t.Helper()
+	select {
+	case r := <-h.result:
+		return r
+	case <-time.After(testTimeout):
+		t.Fatal("relay did not end")
+		return Result{}
+	}
+}
+
+// sendAndHash writes n random bytes in random-sized pieces, half-closes and
+// returns their hash.
+func sendAndHash(c *net.TCPConn, n int) ([32]byte, error) {
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	sum := sha256.Sum256(data)
+	for len(data) > 0 {
+		k := min(len(data), 1+int(data[0])*97)
+		if _, err := c.Write(data[:k]); err != nil {
+			return sum, err
+		}
+		data = data[k:]
+	}
+	return sum, c.CloseWrite()
+}
+
+func readAndHash(c net.Conn) ([32]byte, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum, n, err
+}
+
+func TestLargeDataBothWays(t *testing.T) {
+	const size = 8 << 20
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			h := start(t, m, Prefetched{})
+			var wg sync.WaitGroup
+			var sentUp, sentDown, gotUp, gotDown [32]byte
+			var nUp, nDown int64
+			var errs [4]error
+			wg.Go(func() { sentUp, errs[0] = sendAndHash(h.client, size) })
+			wg.Go(func() { sentDown, errs[1] = sendAndHash(h.server, size+123) })
+			wg.Go(func() { gotUp, nUp, errs[2] = readAndHash(h.server) })
+			wg.Go(func() { gotDown, nDown, errs[3] = readAndHash(h.client) })
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sentUp != gotUp || nUp != size || sentDown != gotDown || nDown != size+123 {
+				t.Fatalf("data corrupted: up %d bytes match=%v, down %d bytes match=%v",
+					nUp, sentUp == gotUp, nDown, sentDown == gotDown)
+			}
+			r := h.wait(t)
+			if r.Err != nil || r.BytesDownToUp != size || r.BytesUpToDown != size+123 || r.FirstEOF == SideNone {
+				t.Fatalf("result %+v", r)
+			}
+			if r.Spliced != (m.name == "splice") {
+				t.Fatalf("Spliced = %v", r.Spliced)
+			}
+			if m.opts.Observe && (r.Down == nil || r.Up == nil || r.Down.Bytes() != size) {
+				t.Fatalf("observers %+v %+v", r.Down, r.Up)
+			}
+		})
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ctr := new(Counters)
+			m.opts.Counters = ctr
+			h := start(t, m, Prefetched{})
+			if _, err := h.client.Write([]byte("request")); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(h.server) // ends with the client's half-close
+			if err != nil || string(got) != "request" {
+				t.Fatalf("server read %q, %v", got, err)
+			}
+			// The client has stopped sending; the other direction still flows.
+			for _, part := range []string{"response 1;", "response 2"} {
+				time.Sleep(20 * time.Millisecond)
+				if _, err := h.server.Write([]byte(part)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.server.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err = io.ReadAll(h.client)
+			if err != nil || string(got) != "response 1;response 2" {
+				t.Fatalf("client read %q, %v", got, err)
+			}
+			r := h.wait(t)
+			if r.Err != nil || r.FirstEOF != SideDownstream || r.BytesDownToUp != 7 || r.BytesUpToDown != 21 {
+				t.Fatalf("result %+v", r)
+			}
+			if ctr.DownToUp.Load() != 7 || ctr.UpToDown.Load() != 21 || ctr.LastActivity.Load() == 0 {
+				t.Fatalf("counters %d %d", ctr.DownToUp.Load(), ctr.UpToDown.Load())
+			}
+		})
+	}
+}
+
+func TestEOFWithoutHalfCloseEndsRelay(t *testing.T) {
+	h := setup(t, mode{})
+	h.up = noHalfClose{h.up} // the client's EOF cannot be passed on
+	h.start(context.Background(), Prefetched{}, Options{})
+	if err := h.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(h.server); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(h.client); err != nil { // the relay closed both
+		t.Fatal(err)
+	}
+	if r := h.wait(t); r.FirstEOF != SideDownstream || r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestResetPropagation(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			h := start(t, m, Prefetched{})
+			if _, err := h.client.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(h.server, buf); err != nil {
+				t.Fatal(err)
+			}
+			_ = h.server.SetLinger(0)
+			h.server.Close() // RST to the relay's upstream conn
+			_, err := h.client.Read(buf)
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client read after upstream reset: %v, want ECONNRESET", err)
+			}
+			r := h.wait(t)
+			var se *SideError
+			if !errors.As(r.Err, &se) || se.Side != SideUpstream || !errors.Is(r.Err, syscall.ECONNRESET) {
+				t.Fatalf("Err = %v", r.Err)
+			}
+		})
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	const idle = 150 * time.Millisecond
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			m.opts.IdleTimeout = idle
+			h := start(t, m, Prefetched{})
+			// Traffic every idle/3, alternating direction, keeps the relay alive.
+			buf := make([]byte, 1)
+			for i := range 8 {
+				time.Sleep(idle / 3)
+				from, to := h.client, h.server
+				if i%2 == 1 {
+					from, to = h.server, h.client
+				}
+				if _, err := from.Write([]byte{'x'}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(to, buf); err != nil {
+					t.Fatalf("relay ended during traffic: %v", err)
+				}
+			}
+			begin := time.Now()
+			r := h.wait(t)
+			if waited := time.Since(begin); !r.IdleTimedOut || r.Err != nil || waited < idle/2 || waited > 3*idle {
+				t.Fatalf("IdleTimedOut=%v Err=%v after %v", r.IdleTimedOut, r.Err, waited)
+			}
+			if _, err := h.client.Read(buf); err != io.EOF {
+				t.Fatalf("client read after idle close: %v", err)
+			}
+		})
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			h := setup(t, m)
+			ctx, cancel := context.WithCancel(context.Background())
+			h.start(ctx, Prefetched{}, m.opts)
+			if _, err := h.client.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(h.server, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			r := h.wait(t)
+			if !errors.Is(r.Err, context.Canceled) || r.IdleTimedOut {
+				t.Fatalf("result %+v", r)
+			}
+			if _, err := io.ReadAll(h.client); err != nil {
+				t.Fatalf("client: %v", err)
+			}
+			if _, err := io.ReadAll(h.server); err != nil {
+				t.Fatalf("server: %v", err)
+			}
+		})
+	}
+}
+
+func TestPrefetched(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			pre := Prefetched{Down: []byte("early-from-client;"), Up: []byte("early-from-server;")}
+			h := start(t, m, pre)
+			var wg sync.WaitGroup
+			var toServer, toClient []byte
+			wg.Go(func() { toServer, _ = io.ReadAll(h.server) })
+			wg.Go(func() { toClient, _ = io.ReadAll(h.client) })
+			_, _ = h.client.Write([]byte("late"))
+			_, _ = h.server.Write([]byte("late"))
+			_ = h.client.CloseWrite()
+			_ = h.server.CloseWrite()
+			wg.Wait()
+			if string(toServer) != "early-from-client;late" || string(toClient) != "early-from-server;late" {
+				t.Fatalf("server got %q, client got %q", toServer, toClient)
+			}
+			r := h.wait(t)
+			if r.BytesDownToUp != 22 || r.BytesUpToDown != 22 {
+				t.Fatalf("result %+v", r)
+			}
+		})
+	}
+}
+
+// proxyWebSocket relays one WebSocket handshake head by head, as the sidecar
+// does, and then hands the rest to Relay with whatever the readers buffered.
+func proxyWebSocket(t *testing.T, h *harness, opts Options) {
+	t.Helper()
+	br := bufio.NewReader(h.down)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Write(h.up); err != nil {
+		t.Fatal(err)
+	}
+	ur := bufio.NewReader(h.up)
+	resp, err := http.ReadResponse(ur, req)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	if err := resp.Write(h.down); err != nil {
+		t.Fatal(err)
+	}
+	deflate := strings.Contains(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate")
+	opts.PerMessageDeflate = deflate
+	for _, o := range []*wsobserve.Observer{opts.DownObserver, opts.UpObserver} {
+		if o != nil {
+			o.PerMessageDeflate = deflate
+		}
+	}
+	pre := Prefetched{Down: peekAll(br), Up: peekAll(ur)}
+	h.start(context.Background(), pre, opts)
+}
+
+func peekAll(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Clone(b)
+}
+
+func TestObserveRealWebSocket(t *testing.T) {
+	for _, compress := range []websocket.CompressionMode{websocket.CompressionDisabled, websocket.CompressionContextTakeover} {
+		t.Run(map[bool]string{true: "deflate", false: "plain"}[compress != websocket.CompressionDisabled], func(t *testing.T) {
+			h := setup(t, mode{})
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: compress})
+				if err != nil {
+					return
+				}
+				defer c.CloseNow()
+				for {
+					typ, msg, err := c.Read(r.Context())
+					if err != nil {
+						return
+					}
+					if err := c.Write(r.Context(), typ, msg); err != nil {
+						return
+					}
+				}
+			})}
+			ln := &oneConnListener{c: h.server, done: make(chan struct{})}
+			go func() { _ = srv.Serve(ln) }()
+			t.Cleanup(func() { _ = srv.Close() })
+
+			dialDone := make(chan struct{})
+			var c *websocket.Conn
+			var dialErr error
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			go func() {
+				defer close(dialDone)
+				c, _, dialErr = websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
+					CompressionMode: compress,
+					HTTPClient: &http.Client{Transport: &http.Transport{
+						DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
+					}},
+				})
+			}()
+			down, up := new(wsobserve.Observer), new(wsobserve.Observer)
+			proxyWebSocket(t, h, Options{DownObserver: down, UpObserver: up})
+			<-dialDone
+			if dialErr != nil {
+				t.Fatal(dialErr)
+			}
+			const n = 25
+			for i := range n {
+				msg := bytes.Repeat([]byte{byte('a' + i)}, 10+i*997)
+				if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+					t.Fatal(err)
+				}
+				_, echo, err := c.Read(ctx)
+				if err != nil || !bytes.Equal(echo, msg) {
+					t.Fatalf("echo %d: %v", i, err)
+				}
+			}
+			pingDone := make(chan error, 1)
+			go func() { pingDone <- c.Ping(ctx) }()
+			go func() { _, _, _ = c.Read(ctx) }() // reads the pong
+			if err := <-pingDone; err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
+				t.Logf("close: %v", err)
+			}
+			if want := compress != websocket.CompressionDisabled; down.PerMessageDeflate != want {
+				t.Fatalf("permessage-deflate negotiated = %v, want %v", down.PerMessageDeflate, want)
+			}
+			r := h.wait(t)
+			if r.Down != down || r.Up != up {
+				t.Fatal("relay did not use the given observers")
+			}
+			ds, us := down.Stats(), up.Stats()
+			if ds.Violation != wsobserve.NoViolation || us.Violation != wsobserve.NoViolation {
+				t.Fatalf("violations: %v / %v", ds.Violation, us.Violation)
+			}
+			if ds.Messages != n || us.Messages != n || ds.Pings != 1 || us.Pongs != 1 {
+				t.Fatalf("down %+v\nup %+v", ds, us)
+			}
+			if ds.CloseCode != 1000 || ds.CloseReason != "done" || us.CloseCode != 1000 {
+				t.Fatalf("close: down %d %q, up %d", ds.CloseCode, ds.CloseReason, us.CloseCode)
+			}
+			if ds.Frames != n+2 || ds.Bytes != r.BytesDownToUp || us.Bytes != r.BytesUpToDown {
+				t.Fatalf("frames/bytes: down %+v up %+v result %+v", ds, us, r)
+			}
+		})
+	}
+}
+
+// oneConnListener serves exactly one already-accepted connection.
+type oneConnListener struct {
+	c               net.Conn
+	once, closeOnce sync.Once
+	done            chan struct{}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() { c = l.c })
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
