@@ -17,6 +17,7 @@ import (
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/h2tunnel"
 )
 
 // Target is where a Router sends one request.
@@ -79,10 +80,13 @@ type Config struct {
 	// ObserveWebSocket enables the passive frame observer.
 	ObserveWebSocket bool
 	// H2 is the HTTP/2 connection pool used for Targets with H2 set.
-	H2 any
+	H2 *h2tunnel.Pool
 	// H2Strict answers 503 instead of falling back to an HTTP/1.1 upgrade
 	// when a peer does not allow extended CONNECT (Envoy's behaviour).
 	H2Strict bool
+	// OnFallback, when set, is called each time a WebSocket to addr falls
+	// back to HTTP/1.1 because the peer did not allow extended CONNECT.
+	OnFallback func(addr string)
 	// Tracker lists open connections for the admin port. May be nil.
 	Tracker *Tracker
 	// Dial opens upstream TCP connections. Default net.Dialer.

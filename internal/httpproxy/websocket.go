@@ -69,7 +69,9 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	}
 	rec.UpstreamServiceTime = time.Since(sent)
 	rec.ResponseCode = resp.Status
-	rec.ResponseCodeDetails = "via_upstream"
+	if rec.ResponseCodeDetails != fallbackDetails {
+		rec.ResponseCodeDetails = "via_upstream"
+	}
 	if resp.Status != 101 {
 		return p.relayRejectedUpgrade(c, u, req, resp, rec, t)
 	}

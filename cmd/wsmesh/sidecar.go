@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wsmesh/wsmesh/internal/accesslog"
+	"github.com/wsmesh/wsmesh/internal/discovery"
+	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/sidecar"
+)
+
+func init() {
+	var (
+		configs    []string
+		workload   string
+		admin      string
+		accessLog  string
+		logLevel   string
+		observe    bool
+		wsIdle     time.Duration
+		headerRead time.Duration
+		idle       time.Duration
+		h2Strict   bool
+		maxHeadKB  int
+	)
+	cmd := &cobra.Command{
+		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
+		Short: "Run the sidecar proxy of one workload",
+		Long: `Run the sidecar proxy of one workload.
+
+The configuration is the YAML users already write for Kubernetes and Istio
+(Service, ServiceEntry, WorkloadEntry, EndpointSlice, Pod, Deployment, Sidecar,
+DestinationRule, EnvoyFilter, the istio ConfigMap), as files or directories.
+Files are watched: a valid change applies without cutting open connections;
+an invalid one is logged and the previous configuration stays in force.
+One JSON access-log line per request or WebSocket goes to --access-log.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(configs) == 0 || workload == "" {
+				return fmt.Errorf("--config and --workload are required")
+			}
+			logger := newLogger(logLevel)
+			access, err := accesslog.Open(accessLog)
+			if err != nil {
+				return fmt.Errorf("access log: %w", err)
+			}
+			defer access.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			src, err := discovery.NewFileSource(configs, logger)
+			if err != nil {
+				return err
+			}
+			for _, w := range src.Current().Warnings {
+				logger.Warn("configuration", "warning", w)
+			}
+			sc, err := sidecar.New(sidecar.Options{
+				Source:               src,
+				Workload:             workload,
+				AdminAddr:            admin,
+				Access:               access,
+				Logger:               logger,
+				ObserveWebSocket:     observe,
+				WebSocketIdleTimeout: wsIdle,
+				HeaderReadTimeout:    headerRead,
+				IdleTimeout:          idle,
+				H2Strict:             h2Strict,
+				Limits:               h1.Limits{MaxHeadBytes: maxHeadKB << 10},
+			})
+			if err != nil {
+				return err
+			}
+			srcDone := make(chan error, 1)
+			go func() { srcDone <- src.Run(ctx) }()
+			err = sc.Run(ctx)
+			stop()
+			<-srcDone
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&configs, "config", "c", nil, "configuration file or directory (repeatable)")
+	f.StringVarP(&workload, "workload", "w", "", "workload this sidecar serves: a WorkloadEntry, Pod or Deployment name (or namespace/name)")
+	f.StringVar(&admin, "admin", "127.0.0.1:15000", "admin listener address (\"\" disables)")
+	f.StringVar(&accessLog, "access-log", "-", "access-log file (- for standard output)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&observe, "observe-websocket", true, "observe WebSocket frame headers for the access log")
+	f.DurationVar(&wsIdle, "websocket-idle-timeout", 0, "close a WebSocket idle this long (0: never)")
+	f.DurationVar(&headerRead, "header-read-timeout", 10*time.Second, "time allowed to receive a request head")
+	f.DurationVar(&idle, "idle-timeout", time.Hour, "close an idle keep-alive HTTP connection after this long")
+	f.BoolVar(&h2Strict, "h2-strict", false, "answer 503 instead of falling back to HTTP/1.1 when a peer does not allow extended CONNECT")
+	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
+	rootCmd.AddCommand(cmd)
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

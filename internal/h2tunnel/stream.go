@@ -1,0 +1,362 @@
+package h2tunnel
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// stream is the state shared by client Streams and ServerStreams.
+type stream struct {
+	c  *conn
+	id uint32
+
+	// Receive side, guarded by mu.
+	mu          sync.Mutex
+	buf         dataBuf
+	recvAvail   int64 // bytes the peer may still send (stream window)
+	unacked     int64 // consumed, not yet returned by WINDOW_UPDATE
+	recvEnd     bool  // END_STREAM received
+	rerr        error // returned by Read once buf is empty (io.EOF after END_STREAM)
+	localClosed bool  // Close was called
+	declLen     int64 // content-length of the peer's message, -1 if none
+	gotLen      int64
+	gotHead     bool          // read loop only: the peer's head arrived
+	headDone    bool          // head (or headErr) is final
+	head        chan struct{} // closed when headDone
+	resp        *Response     // client: response head
+	headErr     error
+	rnotify     chan struct{}
+	rdl         deadline
+
+	// Send side, guarded by c.w.mu.
+	sendWin      int64
+	pend         []byte // rest of the current Write
+	pendEnd      bool   // END_STREAM requested
+	endInHeaders bool   // END_STREAM rides on a queued HEADERS frame
+	sentEnd      bool   // END_STREAM written
+	inflight     bool   // the writer is writing a chunk of pend
+	inReady      bool
+	unsent       int  // bytes of pend dropped by a reset or deadline
+	timedOut     bool // the current Write hit its deadline
+	respWritten  bool // server: response HEADERS queued
+	rstAfterEnd  bool // send RST_STREAM(NO_ERROR) once END_STREAM is written
+	werr         error
+	wdone        chan struct{}
+	wdl          deadline
+
+	// Lifecycle, guarded by c.mu.
+	lEnd, rEnd, reset, closed bool
+
+	// Server side.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newStream(c *conn, id uint32) *stream {
+	return &stream{
+		c:         c,
+		id:        id,
+		recvAvail: c.ourStreamWin,
+		declLen:   -1,
+		head:      make(chan struct{}),
+		rnotify:   make(chan struct{}, 1),
+		wdone:     make(chan struct{}, 1),
+	}
+}
+
+func (st *stream) notifyRead() {
+	select {
+	case st.rnotify <- struct{}{}:
+	default:
+	}
+}
+
+// signalWrite wakes a Write waiting on st. Called with c.w.mu held.
+func (st *stream) signalWrite() {
+	select {
+	case st.wdone <- struct{}{}:
+	default:
+	}
+}
+
+// setHead publishes the peer's head (or an error instead of it).
+func (st *stream) setHead(resp *Response, err error) {
+	st.mu.Lock()
+	if st.headDone {
+		st.mu.Unlock()
+		return
+	}
+	st.resp, st.headErr, st.headDone = resp, err, true
+	close(st.head)
+	st.mu.Unlock()
+}
+
+// failRecv makes Read return err once the buffer is drained (unless the
+// peer already ended the stream cleanly).
+func (st *stream) failRecv(err error) {
+	st.mu.Lock()
+	if st.rerr == nil {
+		st.rerr = err
+	}
+	st.mu.Unlock()
+	st.notifyRead()
+	st.setHead(nil, err)
+}
+
+// failSend makes pending and future Writes return err. Called with c.w.mu
+// held.
+func (st *stream) failSendLocked(err error) {
+	if st.werr == nil {
+		st.werr = err
+	}
+	if len(st.pend) > 0 {
+		st.unsent = len(st.pend)
+		st.pend = nil
+	}
+	st.signalWrite()
+}
+
+func (st *stream) read(p []byte) (int, error) {
+	for {
+		st.mu.Lock()
+		if st.localClosed {
+			st.mu.Unlock()
+			return 0, ErrStreamClosed
+		}
+		if st.buf.Len() > 0 {
+			if len(p) == 0 {
+				st.mu.Unlock()
+				return 0, nil
+			}
+			n := st.buf.Read(p)
+			var inc int64
+			st.unacked += int64(n)
+			if !st.recvEnd && st.rerr == nil && st.unacked >= st.c.streamUpdateAt {
+				inc = st.unacked
+				st.recvAvail += inc
+				st.unacked = 0
+			}
+			st.mu.Unlock()
+			st.c.consumed(st.id, n, inc)
+			return n, nil
+		}
+		if st.rerr != nil {
+			err := st.rerr
+			st.mu.Unlock()
+			return 0, err
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.rnotify:
+		case <-st.rdl.wait():
+			st.mu.Lock()
+			more := st.buf.Len() > 0 || st.rerr != nil
+			st.mu.Unlock()
+			if !more {
+				return 0, os.ErrDeadlineExceeded
+			}
+		}
+	}
+}
+
+func (st *stream) write(p []byte) (int, error) {
+	w := st.c.w
+	w.mu.Lock()
+	if err := st.writableLocked(); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	if len(p) == 0 {
+		w.mu.Unlock()
+		return 0, nil
+	}
+	select {
+	case <-st.wdone: // drop a stale wakeup
+	default:
+	}
+	st.pend = p
+	st.unsent = 0
+	st.timedOut = false
+	if st.sendWin > 0 {
+		w.pushReadyLocked(st)
+	}
+	w.mu.Unlock()
+	w.signal()
+	dl := st.wdl.wait()
+	for {
+		select {
+		case <-st.wdone:
+		case <-dl:
+			dl = nil
+			w.mu.Lock()
+			if len(st.pend) > 0 {
+				st.unsent = len(st.pend)
+				st.pend = nil
+				st.timedOut = true
+			}
+			w.mu.Unlock()
+		}
+		w.mu.Lock()
+		if st.inflight || (len(st.pend) > 0 && st.werr == nil) {
+			w.mu.Unlock()
+			continue
+		}
+		n := len(p) - len(st.pend) - st.unsent
+		st.pend = nil
+		var err error
+		if n < len(p) {
+			switch {
+			case st.werr != nil:
+				err = st.werr
+			case st.timedOut:
+				err = os.ErrDeadlineExceeded
+			default:
+				err = io.ErrShortWrite
+			}
+		}
+		st.timedOut = false
+		w.mu.Unlock()
+		return n, err
+	}
+}
+
+// writableLocked reports why st cannot take DATA. Called with c.w.mu held.
+func (st *stream) writableLocked() error {
+	if st.werr != nil {
+		return st.werr
+	}
+	if st.pendEnd {
+		return ErrWriteAfterClose
+	}
+	if st.wdl.expired() {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+func (st *stream) closeWrite() error {
+	w := st.c.w
+	w.mu.Lock()
+	if st.pendEnd {
+		w.mu.Unlock()
+		return nil
+	}
+	if st.werr != nil {
+		err := st.werr
+		w.mu.Unlock()
+		return err
+	}
+	st.pendEnd = true
+	w.pushReadyLocked(st)
+	w.mu.Unlock()
+	w.signal()
+	return nil
+}
+
+// close ends the stream from the application's side: no-op when both
+// directions have ended (or will, once queued END_STREAM is written),
+// otherwise RST_STREAM with code.
+func (st *stream) close(code http2.ErrCode) error {
+	st.mu.Lock()
+	if st.localClosed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.localClosed = true
+	dropped := st.buf.reset()
+	recvDone := st.recvEnd || st.rerr != nil
+	st.mu.Unlock()
+	st.notifyRead()
+	if dropped > 0 {
+		st.c.consumed(0, dropped, 0)
+	}
+	st.rdl.set(time.Time{})
+	st.wdl.set(time.Time{})
+	st.setHead(nil, ErrStreamClosed)
+
+	w := st.c.w
+	w.mu.Lock()
+	sendDone := st.pendEnd || st.werr != nil
+	if code == http2.ErrCodeNo && st.pendEnd && !st.sentEnd && st.werr == nil && !recvDone {
+		// The response is complete but not yet written: reset with
+		// NO_ERROR right after its END_STREAM (RFC 9113 §8.1).
+		st.rstAfterEnd = true
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	if sendDone && recvDone {
+		// Both directions are over (a queued END_STREAM still goes out).
+		return nil
+	}
+	st.c.resetStream(st, code, ErrStreamClosed)
+	return nil
+}
+
+// deadline is a settable timeout shared by waiting readers or writers
+// (modelled on net.Pipe's).
+type deadline struct {
+	mu     sync.Mutex
+	timer  *time.Timer
+	cancel chan struct{} // closed when the deadline passes; nil if never set
+}
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cancel == nil {
+		if t.IsZero() {
+			return
+		}
+		d.cancel = make(chan struct{})
+	}
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.cancel // the timer fired: wait for it to close cancel
+	}
+	d.timer = nil
+	closed := isClosed(d.cancel)
+	if t.IsZero() {
+		if closed {
+			d.cancel = make(chan struct{})
+		}
+		return
+	}
+	if dur := time.Until(t); dur > 0 {
+		if closed {
+			d.cancel = make(chan struct{})
+		}
+		ch := d.cancel
+		d.timer = time.AfterFunc(dur, func() { close(ch) })
+		return
+	}
+	if !closed {
+		close(d.cancel)
+	}
+}
+
+// wait returns a channel closed when the deadline passes (nil: never).
+func (d *deadline) wait() chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cancel
+}
+
+func (d *deadline) expired() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cancel != nil && isClosed(d.cancel)
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,411 @@
+package h2tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+var errWriterClosed = errors.New("h2tunnel: connection closed")
+
+type ctrlKind uint8
+
+const (
+	ctrlSettings ctrlKind = iota
+	ctrlSettingsAck
+	ctrlPing
+	ctrlPingAck
+	ctrlWindowUpdate
+	ctrlRST
+	ctrlGoAway
+	ctrlHeaders
+	ctrlTableSize
+)
+
+// ctrlFrame is a queued non-DATA frame. Control frames are written in
+// queue order, before any DATA, which keeps HEADERS ahead of their stream's
+// DATA and new stream ids increasing on the wire.
+type ctrlFrame struct {
+	kind     ctrlKind
+	streamID uint32
+	code     http2.ErrCode
+	val      uint32
+	ping     [8]byte
+	settings []http2.Setting
+	fields   []hpack.HeaderField
+	end      bool
+	st       *stream
+	debug    string
+}
+
+// writer owns the write side of a connection: the Framer, the HPACK
+// encoder and the bufio.Writer. One goroutine (run) writes; everyone else
+// queues under mu.
+type writer struct {
+	c    *conn
+	nc   net.Conn
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	dhdr [9]byte
+
+	mu       sync.Mutex
+	ctrl     []ctrlFrame
+	spare    []ctrlFrame
+	ready     []*stream // streams with DATA (or a lone END_STREAM) to send
+	readyHead int
+	connWin  int64     // peer's connection-level window for our DATA
+	maxFrame int       // peer's SETTINGS_MAX_FRAME_SIZE
+	initWin  int64     // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	closing  bool      // write what is queued, then stop
+	stopped  bool
+	err      error
+	wake     chan struct{}
+	done     chan struct{}
+	preface  bool
+}
+
+func newWriter(c *conn, nc net.Conn, bufSize int, preface bool) *writer {
+	w := &writer{
+		c:        c,
+		nc:       nc,
+		bw:       bufio.NewWriterSize(nc, bufSize),
+		connWin:  65535,
+		maxFrame: 16384,
+		initWin:  65535,
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		preface:  preface,
+	}
+	w.fr = http2.NewFramer(w.bw, nil)
+	w.enc = hpack.NewEncoder(&w.hbuf)
+	return w
+}
+
+func (w *writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// queue appends a control frame. It reports false when the writer has
+// stopped or the queue is over its bound (the caller treats that as a
+// flood).
+func (w *writer) queue(f ctrlFrame, capped bool) bool {
+	w.mu.Lock()
+	ok := w.queueLocked(f, capped)
+	w.mu.Unlock()
+	if ok {
+		w.signal()
+	}
+	return ok
+}
+
+// Frames the peer can make us send (ACKs, RST_STREAM for its errors) are
+// capped; frames we originate (HEADERS, WINDOW_UPDATE, our RST_STREAM) are
+// not.
+func (w *writer) queueLocked(f ctrlFrame, capped bool) bool {
+	if w.stopped || w.closing {
+		return false
+	}
+	if capped && len(w.ctrl) >= maxQueuedControlFrames {
+		return false
+	}
+	w.ctrl = append(w.ctrl, f)
+	return true
+}
+
+// pushReadyLocked puts st at the tail of the round-robin queue.
+func (w *writer) pushReadyLocked(st *stream) {
+	if st.inReady {
+		return
+	}
+	st.inReady = true
+	w.ready = append(w.ready, st)
+}
+
+// closeAfterQueued makes the writer stop once the queued control frames
+// (typically a GOAWAY) are written and flushed; DATA still queued is
+// abandoned. The final write is bounded by writeCloseTimeout.
+func (w *writer) closeAfterQueued() {
+	w.mu.Lock()
+	if w.stopped || w.closing {
+		w.mu.Unlock()
+		return
+	}
+	w.closing = true
+	w.mu.Unlock()
+	w.nc.SetWriteDeadline(time.Now().Add(writeCloseTimeout))
+	w.signal()
+}
+
+// finalGoAway replaces whatever is queued with one GOAWAY and stops the
+// writer after it. Used for connection errors, including floods where the
+// queue is full.
+func (w *writer) finalGoAway(lastID uint32, code http2.ErrCode, debug string) {
+	w.mu.Lock()
+	if w.stopped || w.closing {
+		w.mu.Unlock()
+		return
+	}
+	if code != http2.ErrCodeNo {
+		// HEADERS already encoded or not, the connection is over.
+		clear(w.ctrl)
+		w.ctrl = w.ctrl[:0]
+	}
+	w.ctrl = append(w.ctrl, ctrlFrame{kind: ctrlGoAway, val: lastID, code: code, debug: debug})
+	w.closing = true
+	w.mu.Unlock()
+	w.nc.SetWriteDeadline(time.Now().Add(writeCloseTimeout))
+	w.signal()
+}
+
+// kill stops the writer at once.
+func (w *writer) kill(err error) {
+	w.mu.Lock()
+	if !w.stopped {
+		w.stopped = true
+		w.err = err
+	}
+	w.mu.Unlock()
+	w.signal()
+	w.nc.SetWriteDeadline(time.Unix(1, 0))
+}
+
+// readyLen is the number of queued ready streams.
+func (w *writer) readyLen() int { return len(w.ready) - w.readyHead }
+
+func (w *writer) popReadyLocked() *stream {
+	s := w.ready[w.readyHead]
+	w.ready[w.readyHead] = nil
+	w.readyHead++
+	if w.readyHead == len(w.ready) {
+		w.ready = w.ready[:0]
+		w.readyHead = 0
+	} else if w.readyHead >= 256 && w.readyHead*2 >= len(w.ready) {
+		n := copy(w.ready, w.ready[w.readyHead:])
+		clear(w.ready[n:])
+		w.ready = w.ready[:n]
+		w.readyHead = 0
+	}
+	s.inReady = false
+	return s
+}
+
+// nextDataLocked picks the next DATA frame to write, round-robin over ready
+// streams, consuming flow-control windows.
+func (w *writer) nextDataLocked() (st *stream, chunk []byte, end bool) {
+	for n := w.readyLen(); n > 0; n-- {
+		s := w.popReadyLocked()
+		if s.werr != nil || s.sentEnd || s.endInHeaders {
+			continue
+		}
+		if len(s.pend) == 0 {
+			if s.pendEnd {
+				s.inflight = true
+				return s, nil, true
+			}
+			continue
+		}
+		if s.sendWin <= 0 {
+			continue // re-queued by WINDOW_UPDATE or SETTINGS
+		}
+		if w.connWin <= 0 {
+			// Blocked on the connection window: keep its place and look
+			// for streams that only need END_STREAM.
+			w.pushReadyLocked(s)
+			continue
+		}
+		k := int64(len(s.pend))
+		k = min(k, int64(w.maxFrame), s.sendWin, w.connWin)
+		chunk = s.pend[:k]
+		s.pend = s.pend[k:]
+		s.sendWin -= k
+		w.connWin -= k
+		s.inflight = true
+		end = len(s.pend) == 0 && s.pendEnd
+		if len(s.pend) > 0 && s.sendWin > 0 {
+			w.pushReadyLocked(s)
+		}
+		return s, chunk, end
+	}
+	return nil, nil, false
+}
+
+// run is the writer goroutine.
+func (w *writer) run() {
+	defer close(w.done)
+	err := w.loop()
+	w.mu.Lock()
+	w.stopped = true
+	if w.err == nil {
+		w.err = err
+	}
+	clear(w.ready)
+	w.ready = nil
+	w.mu.Unlock()
+	// Closing the socket wakes the reader, which tears the connection down
+	// and fails the streams.
+	w.nc.Close()
+}
+
+func (w *writer) loop() error {
+	if w.preface {
+		if _, err := w.bw.WriteString(http2.ClientPreface); err != nil {
+			return err
+		}
+	}
+	for {
+		w.mu.Lock()
+		if w.stopped {
+			w.mu.Unlock()
+			return w.err
+		}
+		if len(w.ctrl) > 0 {
+			batch := w.ctrl
+			w.ctrl = w.spare[:0]
+			w.spare = nil
+			w.mu.Unlock()
+			err := w.writeCtrl(batch)
+			clear(batch)
+			w.mu.Lock()
+			w.spare = batch[:0]
+			w.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		var st *stream
+		var chunk []byte
+		var end bool
+		if !w.closing {
+			st, chunk, end = w.nextDataLocked()
+		}
+		if st != nil {
+			w.mu.Unlock()
+			err := w.writeData(st.id, chunk, end)
+			w.mu.Lock()
+			st.inflight = false
+			rst := false
+			if end {
+				st.sentEnd = true
+				rst = st.rstAfterEnd
+			}
+			if len(st.pend) == 0 || st.werr != nil {
+				st.signalWrite()
+			}
+			w.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			if end {
+				w.c.localEnded(st, rst)
+			}
+			continue
+		}
+		closing := w.closing
+		w.mu.Unlock()
+		if w.bw.Buffered() > 0 {
+			if err := w.bw.Flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if closing {
+			return errWriterClosed
+		}
+		<-w.wake
+	}
+}
+
+func (w *writer) writeData(id uint32, p []byte, end bool) error {
+	n := len(p)
+	h := w.dhdr[:]
+	h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
+	h[3] = byte(http2.FrameData)
+	h[4] = 0
+	if end {
+		h[4] = byte(http2.FlagDataEndStream)
+	}
+	binary.BigEndian.PutUint32(h[5:], id)
+	if _, err := w.bw.Write(h); err != nil {
+		return err
+	}
+	_, err := w.bw.Write(p)
+	return err
+}
+
+func (w *writer) writeCtrl(batch []ctrlFrame) error {
+	for i := range batch {
+		f := &batch[i]
+		var err error
+		switch f.kind {
+		case ctrlSettings:
+			err = w.fr.WriteSettings(f.settings...)
+		case ctrlSettingsAck:
+			err = w.fr.WriteSettingsAck()
+		case ctrlPing:
+			err = w.fr.WritePing(false, f.ping)
+		case ctrlPingAck:
+			err = w.fr.WritePing(true, f.ping)
+		case ctrlWindowUpdate:
+			err = w.fr.WriteWindowUpdate(f.streamID, f.val)
+		case ctrlRST:
+			err = w.fr.WriteRSTStream(f.streamID, f.code)
+		case ctrlGoAway:
+			err = w.fr.WriteGoAway(f.val, f.code, []byte(f.debug))
+		case ctrlTableSize:
+			w.enc.SetMaxDynamicTableSizeLimit(f.val)
+		case ctrlHeaders:
+			err = w.writeHeaders(f)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writer) writeHeaders(f *ctrlFrame) error {
+	w.hbuf.Reset()
+	for _, hf := range f.fields {
+		if err := w.enc.WriteField(hf); err != nil {
+			return err
+		}
+	}
+	block := w.hbuf.Bytes()
+	w.mu.Lock()
+	max := w.maxFrame
+	w.mu.Unlock()
+	first := min(len(block), max)
+	err := w.fr.WriteHeaders(http2.HeadersFrameParam{
+		StreamID:      f.streamID,
+		BlockFragment: block[:first],
+		EndStream:     f.end,
+		EndHeaders:    first == len(block),
+	})
+	block = block[first:]
+	for err == nil && len(block) > 0 {
+		k := min(len(block), max)
+		err = w.fr.WriteContinuation(f.streamID, k == len(block), block[:k])
+		block = block[k:]
+	}
+	if err == nil && f.end && f.st != nil {
+		w.mu.Lock()
+		f.st.sentEnd = true
+		rst := f.st.rstAfterEnd
+		w.mu.Unlock()
+		w.c.localEnded(f.st, rst)
+	}
+	return err
+}

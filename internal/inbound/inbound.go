@@ -1,0 +1,119 @@
+// Package inbound is the sidecar side that takes connections from peer
+// sidecars (and other clients) and hands them to the local app: it detects
+// HTTP/1.1 or the HTTP/2 preface on the same port, accepts RFC 8441
+// extended CONNECT only where an EnvoyFilter allows it, and converts each
+// tunnelled WebSocket back to an HTTP/1.1 Upgrade for the app.
+package inbound
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/config"
+	"github.com/wsmesh/wsmesh/internal/detect"
+	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/httpproxy"
+	"github.com/wsmesh/wsmesh/internal/listener"
+	"github.com/wsmesh/wsmesh/internal/relay"
+)
+
+// Config configures the inbound side of one sidecar.
+type Config struct {
+	Snapshot func() *config.Snapshot
+	Workload func() *config.Workload
+	Proxy    httpproxy.Config
+	Logger   *slog.Logger
+	// DetectTimeout is how long to wait for a client's first bytes.
+	DetectTimeout time.Duration
+	// ConnectTimeout bounds connecting to the local app. Default 10s.
+	ConnectTimeout time.Duration
+}
+
+// Inbound serves the workload's inbound listeners.
+type Inbound struct {
+	cfg Config
+}
+
+// New returns an Inbound.
+func New(cfg Config) *Inbound {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = 5 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	cfg.Proxy.Reporter = "destination"
+	return &Inbound{cfg: cfg}
+}
+
+// Serve accepts peers' connections on ln for inbound listener l until ctx
+// ends, then waits for the connections' handlers; open connections end when
+// connCtx does.
+func (in *Inbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config.Listener) error {
+	r := &router{in: in, l: l}
+	pcfg := in.cfg.Proxy
+	pcfg.Router = r
+	proxy := httpproxy.New(pcfg)
+	defer proxy.Close()
+	h2 := in.newH2Server(proxy, r)
+	defer h2.close()
+	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
+		br := bufio.NewReaderSize(c, 4096)
+		proto, err := detect.Detect(c, br, in.cfg.DetectTimeout)
+		if err != nil {
+			c.Close()
+			return
+		}
+		switch proto {
+		case detect.HTTP1:
+			proxy.ServeH1(cctx, c, br)
+		case detect.HTTP2:
+			h2.serve(cctx, c, br)
+		default:
+			in.serveTCP(cctx, c, br, r)
+		}
+	}, in.cfg.Logger)
+}
+
+// serveTCP hands opaque bytes to the app unchanged.
+func (in *Inbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, r *router) {
+	defer c.Close()
+	d := net.Dialer{Timeout: in.cfg.ConnectTimeout}
+	up, err := d.DialContext(ctx, "tcp", r.l.DefaultEndpoint)
+	if err != nil {
+		in.cfg.Logger.Warn("inbound TCP: local app unreachable", "app", r.l.DefaultEndpoint, "cause", err)
+		return
+	}
+	pre := make([]byte, br.Buffered())
+	_, _ = br.Read(pre)
+	relay.Relay(ctx, c, up, relay.Prefetched{Down: pre}, relay.Options{})
+}
+
+// router sends every inbound request to the local app.
+type router struct {
+	in *Inbound
+	l  config.Listener
+}
+
+func (r *router) target() *httpproxy.Target {
+	port := 0
+	if _, p, err := net.SplitHostPort(r.l.DefaultEndpoint); err == nil {
+		port, _ = strconv.Atoi(p)
+	}
+	return &httpproxy.Target{
+		RouteName:      "default",
+		Cluster:        fmt.Sprintf("inbound|%d||", port),
+		Endpoints:      []string{r.l.DefaultEndpoint},
+		ConnectTimeout: r.in.cfg.ConnectTimeout,
+	}
+}
+
+func (r *router) Route(*h1.Request, net.Addr) (*httpproxy.Target, error) { return r.target(), nil }

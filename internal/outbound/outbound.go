@@ -1,0 +1,179 @@
+// Package outbound is the sidecar side that takes the local app's
+// connections: it detects the protocol, routes each HTTP request or
+// WebSocket by listener port and Host/:authority to a service cluster, picks
+// an endpoint, and forwards over HTTP/1.1 or, where the DestinationRule says
+// UPGRADE, as a stream on a pooled HTTP/2 connection to the peer sidecar.
+package outbound
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/accesslog"
+	"github.com/wsmesh/wsmesh/internal/balancer"
+	"github.com/wsmesh/wsmesh/internal/config"
+	"github.com/wsmesh/wsmesh/internal/detect"
+	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/httpproxy"
+	"github.com/wsmesh/wsmesh/internal/listener"
+	"github.com/wsmesh/wsmesh/internal/relay"
+)
+
+// Config configures the outbound side of one sidecar.
+type Config struct {
+	// Snapshot returns the configuration in force; it is called per request
+	// so a reload applies to new requests without touching open ones.
+	Snapshot func() *config.Snapshot
+	// Workload returns the identity of the app this sidecar serves.
+	Workload func() *config.Workload
+	// Proxy is the engine settings; its Router is set per listener.
+	Proxy  httpproxy.Config
+	Logger *slog.Logger
+	// DetectTimeout is how long to wait for a client's first bytes.
+	DetectTimeout time.Duration
+}
+
+// Outbound serves the app's outbound listeners.
+type Outbound struct {
+	cfg Config
+	lb  *balancer.Balancer
+}
+
+// New returns an Outbound.
+func New(cfg Config) *Outbound {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DetectTimeout <= 0 {
+		cfg.DetectTimeout = 5 * time.Second
+	}
+	cfg.Proxy.Reporter = "source"
+	return &Outbound{cfg: cfg, lb: balancer.New()}
+}
+
+// Serve accepts the app's connections on ln for listener l until ctx ends,
+// then waits for the connections' handlers; open connections end when
+// connCtx does.
+func (o *Outbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config.Listener) error {
+	r := &router{o: o, port: l.Port}
+	pcfg := o.cfg.Proxy
+	pcfg.Router = r
+	proxy := httpproxy.New(pcfg)
+	defer proxy.Close()
+	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
+		br := bufio.NewReaderSize(c, 4096)
+		proto, err := detect.Detect(c, br, o.cfg.DetectTimeout)
+		if err != nil {
+			c.Close()
+			return
+		}
+		switch proto {
+		case detect.HTTP1:
+			proxy.ServeH1(cctx, c, br)
+		default:
+			o.serveTCP(cctx, c, br, l, proto)
+		}
+	}, o.cfg.Logger)
+}
+
+// serveTCP relays a connection that is not HTTP/1.1 to the one service
+// that exposes the listener's port, as opaque bytes.
+func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l config.Listener, proto detect.Protocol) {
+	defer c.Close()
+	start := time.Now()
+	rec := &accesslog.Record{
+		StartTime: start, DownstreamLocalAddress: c.LocalAddr().String(), DownstreamRemoteAddress: c.RemoteAddr().String(),
+		UpstreamServiceTime: -1,
+	}
+	finish := func() {
+		rec.Duration = time.Since(start)
+		if rec.ResponseFlags == "" {
+			rec.ResponseFlags = "-"
+		}
+		if o.cfg.Proxy.Access != nil {
+			o.cfg.Proxy.Access.Log(rec)
+		}
+		if o.cfg.Proxy.OnRecord != nil {
+			o.cfg.Proxy.OnRecord(rec, nil)
+		}
+	}
+	cl, err := o.cfg.Snapshot().RouteFrom(o.cfg.Workload(), l.Port, "")
+	if err != nil || (cl.Protocol.IsHTTP() && proto != detect.TLS) {
+		rec.ResponseFlags = accesslog.NoRouteFound.String()
+		rec.ConnectionTerminationDetails = fmt.Sprintf("no TCP route for %s on port %d", proto, l.Port)
+		o.cfg.Logger.Debug("no TCP route", "port", l.Port, "protocol", proto.String(), "cause", err)
+		finish()
+		return
+	}
+	rec.UpstreamCluster = cl.Name
+	eps, done := o.lb.Order(cl.Name, cl.Policy.LoadBalancer, endpointAddrs(cl))
+	defer done()
+	var up net.Conn
+	for _, addr := range eps {
+		d := net.Dialer{Timeout: cl.Policy.ConnectTimeout}
+		if up, err = d.DialContext(ctx, "tcp", addr); err == nil {
+			rec.UpstreamHost = addr
+			break
+		}
+		rec.UpstreamTransportFailureReason = err.Error()
+	}
+	if up == nil {
+		if len(eps) == 0 {
+			rec.ResponseFlags = accesslog.NoHealthyUpstream.String()
+		} else {
+			rec.ResponseFlags = accesslog.UpstreamConnectionFailure.String()
+		}
+		finish()
+		return
+	}
+	rec.UpstreamLocalAddress = up.LocalAddr().String()
+	pre := make([]byte, br.Buffered())
+	_, _ = br.Read(pre)
+	res := relay.Relay(ctx, c, up, relay.Prefetched{Down: pre}, relay.Options{IdleTimeout: cl.Policy.IdleTimeout})
+	rec.BytesReceived, rec.BytesSent = res.BytesDownToUp, res.BytesUpToDown
+	if res.Err != nil {
+		rec.ConnectionTerminationDetails = res.Err.Error()
+	}
+	finish()
+}
+
+func endpointAddrs(cl *config.Cluster) []string {
+	out := make([]string, len(cl.Endpoints))
+	for i, e := range cl.Endpoints {
+		out[i] = e.Address
+	}
+	return out
+}
+
+// router routes outbound requests of one listener port.
+type router struct {
+	o    *Outbound
+	port int
+}
+
+func (r *router) Route(req *h1.Request, _ net.Addr) (*httpproxy.Target, error) {
+	snap := r.o.cfg.Snapshot()
+	authority := req.Headers.Get("Host")
+	cl, err := snap.RouteFrom(r.o.cfg.Workload(), r.port, authority)
+	if err != nil {
+		if errors.Is(err, config.ErrNoRoute) {
+			return nil, &httpproxy.LocalReply{Status: 404, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: err.Error()}
+		}
+		return nil, &httpproxy.LocalReply{Status: 503, Flag: accesslog.NoClusterFound, Details: "cluster_not_found", Body: err.Error()}
+	}
+	eps, done := r.o.lb.Order(cl.Name, cl.Policy.LoadBalancer, endpointAddrs(cl))
+	return &httpproxy.Target{
+		RouteName:      "default",
+		Cluster:        cl.Name,
+		Service:        cl.Host,
+		Endpoints:      eps,
+		ConnectTimeout: cl.Policy.ConnectTimeout,
+		H2:             cl.Policy.H2Upgrade && cl.Protocol.IsHTTP(),
+		Done:           done,
+	}, nil
+}
