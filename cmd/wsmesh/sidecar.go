@@ -30,6 +30,7 @@ func init() {
 		idle       time.Duration
 		h2Strict   bool
 		maxHeadKB  int
+		drainGrace time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
@@ -73,6 +74,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				HeaderReadTimeout:    headerRead,
 				IdleTimeout:          idle,
 				H2Strict:             h2Strict,
+				DrainGrace:           drainGrace,
 				Limits:               h1.Limits{MaxHeadBytes: maxHeadKB << 10},
 			})
 			if err != nil {
@@ -97,6 +99,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.DurationVar(&headerRead, "header-read-timeout", 10*time.Second, "time allowed to receive a request head")
 	f.DurationVar(&idle, "idle-timeout", time.Hour, "close an idle keep-alive HTTP connection after this long")
 	f.BoolVar(&h2Strict, "h2-strict", false, "answer 503 instead of falling back to HTTP/1.1 when a peer does not allow extended CONNECT")
+	f.DurationVar(&drainGrace, "drain-grace", 5*time.Second, "on SIGTERM or POST /drain: how long open WebSockets may go on before they get close 1001 (Going Away)")
 	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	rootCmd.AddCommand(cmd)
 }

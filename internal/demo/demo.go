@@ -15,7 +15,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,11 +147,11 @@ func Run(ctx context.Context, o Options) error {
 			return nil, nil, fmt.Errorf("%s sidecar: %w", workload, err)
 		}
 	}
-	srvSC, _, err := start(serverWorkload, o.ServerAdmin, srvLog)
+	srvSC, srvDone, err := start(serverWorkload, o.ServerAdmin, srvLog)
 	if err != nil {
 		return err
 	}
-	cliSC, _, err := start(clientWorkload, o.ClientAdmin, cliLog)
+	cliSC, cliDone, err := start(clientWorkload, o.ClientAdmin, cliLog)
 	if err != nil {
 		return err
 	}
@@ -203,13 +202,26 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(out, "  wsmesh client ws://%s/\n", egress)
 		fmt.Fprintf(out, "  /usr/bin/python3 -m websockets ws://%s/\n", egress)
 		fmt.Fprintf(out, "Admin: http://%s/connections, http://%s/config_dump, http://%s/stats/prometheus\n", cliSC.AdminAddr(), srvSC.AdminAddr(), cliSC.AdminAddr())
-		go func() {
-			cliLog.follow(ctx, out, "client sidecar: ")
-		}()
-		go func() {
-			srvLog.follow(ctx, out, "server sidecar: ")
-		}()
+		var fw sync.WaitGroup
+		fw.Add(2)
+		go func() { defer fw.Done(); cliLog.follow(ctx, out, "client sidecar: ") }()
+		go func() { defer fw.Done(); srvLog.follow(ctx, out, "server sidecar: ") }()
 		<-ctx.Done()
+		fw.Wait()
+		fmt.Fprintln(out, "\nstopping: the sidecars drain (open WebSockets get close 1001)")
+		// The sidecars drain on ctx's end; print what they log meanwhile.
+		<-cliDone
+		<-srvDone
+		for _, l := range []struct {
+			name string
+			log  *lines
+		}{{"client sidecar: ", cliLog}, {"server sidecar: ", srvLog}} {
+			if s := l.log.take(); s != "" {
+				for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+					fmt.Fprintln(out, l.name+line)
+				}
+			}
+		}
 	}
 	cancel()
 	return nil
@@ -387,4 +399,3 @@ func (t *transcript) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var _ = http.StatusOK

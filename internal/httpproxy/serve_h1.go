@@ -21,9 +21,15 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !p.cfg.Drainer.Draining() {
 		_ = c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
-		if _, err := br.Peek(1); err != nil {
+		// A drain closes an idle keep-alive connection at once.
+		stopIdle := context.AfterFunc(p.cfg.Drainer.Context(), func() { _ = c.SetReadDeadline(time.Now()) })
+		_, err := br.Peek(1)
+		if !stopIdle() && err == nil {
+			_ = c.SetReadDeadline(time.Time{}) // drained as the request arrived: serve it, then close
+		}
+		if err != nil {
 			return // idle, closed by the peer, or shutting down between requests
 		}
 		start := time.Now()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,12 +156,16 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		Observe:           p.cfg.ObserveWebSocket,
 		Counters:          &tr.Counters,
 		PerMessageDeflate: strings.Contains(rec.WebSocket.Extensions, "permessage-deflate"),
+		GoingAway:         p.cfg.Drainer.webSockets(),
+		GoingAwayReason:   "sidecar shutting down",
 	})
 	rec.BytesReceived += res.BytesDownToUp
 	rec.BytesSent += res.BytesUpToDown
 	ws := rec.WebSocket
 	observeInto(ws, res)
 	switch {
+	case res.WentAway:
+		rec.ConnectionTerminationDetails = "sidecar drained: close 1001 (going away) sent to " + strconv.Itoa(res.CloseSent) + " peer(s)"
 	case res.IdleTimedOut:
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.StreamIdleTimeout)
 		rec.ConnectionTerminationDetails = "websocket idle timeout"

@@ -26,6 +26,7 @@ func (in *Inbound) newH2Server(proxy *httpproxy.Proxy, _ *router) *h2Servers {
 		srv = h2tunnel.NewServer(h2tunnel.ServerConfig{
 			AllowConnect: allow,
 			Logger:       in.cfg.Logger,
+			DrainTimeout: in.cfg.DrainTimeout,
 			Handler: func(st *h2tunnel.ServerStream) {
 				// The stream's own context ends as soon as both directions are
 				// done, which is how a relay ends normally: not a cancellation.
@@ -44,7 +45,12 @@ func (h *h2Servers) serve(ctx context.Context, c net.Conn, br *bufio.Reader) {
 		srv = h.allow
 	}
 	h.in.cfg.Logger.Debug("HTTP/2 connection", "peer", c.RemoteAddr().String(), "allow_connect", allowed, "by", source)
-	if err := srv.ServeConnBuffered(ctx, c, br); err != nil {
+	// GOAWAY goes out when the sidecar drains or the connection's context ends.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(h.in.cfg.Proxy.Drainer.Context(), cancel)
+	defer stop()
+	if err := srv.ServeConnBuffered(sctx, c, br); err != nil {
 		h.in.cfg.Logger.Debug("HTTP/2 connection ended", "peer", c.RemoteAddr().String(), "cause", err)
 	}
 }

@@ -32,6 +32,9 @@ type Config struct {
 	DetectTimeout time.Duration
 	// ConnectTimeout bounds connecting to the local app. Default 10s.
 	ConnectTimeout time.Duration
+	// DrainTimeout bounds how long an HTTP/2 connection that was sent
+	// GOAWAY waits for its open streams. Default 1 minute.
+	DrainTimeout time.Duration
 }
 
 // Inbound serves the workload's inbound listeners.
@@ -50,6 +53,9 @@ func New(cfg Config) *Inbound {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = time.Minute
+	}
 	cfg.Proxy.Reporter = "destination"
 	return &Inbound{cfg: cfg}
 }
@@ -65,6 +71,9 @@ func (in *Inbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 	defer proxy.Close()
 	h2 := in.newH2Server(proxy, r)
 	defer h2.close()
+	// Cutting the connections (the end of a drain) ends HTTP/2 ones too.
+	stopH2 := context.AfterFunc(connCtx, h2.close)
+	defer stopH2()
 	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
 		br := bufio.NewReaderSize(c, 4096)
 		proto, err := detect.Detect(c, br, in.cfg.DetectTimeout)
@@ -87,9 +96,10 @@ func (in *Inbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 func (in *Inbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, r *router) {
 	defer c.Close()
 	d := net.Dialer{Timeout: in.cfg.ConnectTimeout}
-	up, err := d.DialContext(ctx, "tcp", r.l.DefaultEndpoint)
+	app := r.target().Endpoints[0]
+	up, err := d.DialContext(ctx, "tcp", app)
 	if err != nil {
-		in.cfg.Logger.Warn("inbound TCP: local app unreachable", "app", r.l.DefaultEndpoint, "cause", err)
+		in.cfg.Logger.Warn("inbound TCP: local app unreachable", "app", app, "cause", err)
 		return
 	}
 	pre := make([]byte, br.Buffered())
@@ -104,14 +114,18 @@ type router struct {
 }
 
 func (r *router) target() *httpproxy.Target {
+	app := r.l.DefaultEndpoint
+	if addr, _, ok := r.in.cfg.Snapshot().InboundTarget(r.in.cfg.Workload(), r.l.Port); ok {
+		app = addr // the configuration in force, with 0.0.0.0 resolved to the workload's address
+	}
 	port := 0
-	if _, p, err := net.SplitHostPort(r.l.DefaultEndpoint); err == nil {
+	if _, p, err := net.SplitHostPort(app); err == nil {
 		port, _ = strconv.Atoi(p)
 	}
 	return &httpproxy.Target{
 		RouteName:      "default",
 		Cluster:        fmt.Sprintf("inbound|%d||", port),
-		Endpoints:      []string{r.l.DefaultEndpoint},
+		Endpoints:      []string{app},
 		ConnectTimeout: r.in.cfg.ConnectTimeout,
 	}
 }

@@ -74,6 +74,18 @@ type Options struct {
 	// Counters, when set, is updated as bytes move so that an admin endpoint
 	// can show an open relay.
 	Counters *Counters
+
+	// GoingAway, when it becomes ready, ends an observed WebSocket the way a
+	// server going away should (RFC 6455 §7.1.2): a close frame with
+	// GoingAwayCode (default 1001) and GoingAwayReason is written to each
+	// peer at the next frame boundary of the stream flowing to it, later
+	// frames towards that peer are dropped, and each side is closed once
+	// its own close frame arrives, or when GoingAwayTimeout (default 5s)
+	// passes. An unobserved relay is closed at once.
+	GoingAway        <-chan struct{}
+	GoingAwayCode    int
+	GoingAwayReason  string
+	GoingAwayTimeout time.Duration
 }
 
 // Counters are live totals of one relay, safe to read at any time.
@@ -105,6 +117,10 @@ type Result struct {
 	IdleTimedOut bool
 	// Spliced reports that both directions used splice(2).
 	Spliced bool
+	// WentAway reports that GoingAway ended the relay; CloseSent counts the
+	// close frames written to the peers.
+	WentAway  bool
+	CloseSent int
 }
 
 // SideError is a read or write failure on one end of the relay.
@@ -134,11 +150,22 @@ type direction struct {
 	n          int64
 	err        error // *SideError, or nil on clean EOF
 	noHalfOpen bool  // dst cannot CloseWrite, so EOF must end the whole relay
+
+	// Going-away state, guarded by mu (held while writing to dst and feeding
+	// the observer, so a close frame never lands inside another frame).
+	mu        sync.Mutex
+	wantClose []byte // close frame to write at the next boundary
+	closeSent bool   // written; frames from src are observed and dropped
+	finished  bool   // copy has returned
+	sawClose  bool   // src had sent a close frame before the close was written
 }
 
 func (d *direction) run(done chan<- *direction) {
 	defer func() { done <- d }()
 	d.err = d.copy()
+	d.mu.Lock()
+	d.finished = true
+	d.mu.Unlock()
 	if d.err == nil {
 		if cw, ok := d.dst.(closeWriter); ok {
 			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
@@ -178,6 +205,75 @@ func (d *direction) copy() error {
 	return d.bufferCopy()
 }
 
+// goAway asks for frame to be written to dst at the next frame boundary.
+func (d *direction) goAway(frame []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.finished || d.closeSent || d.obs == nil {
+		return
+	}
+	_, _, d.sawClose = d.obs.Close()
+	d.wantClose = frame
+	if d.obs.ToBoundary() == 0 {
+		d.injectLocked()
+	}
+}
+
+// injectLocked writes the pending close frame.
+func (d *direction) injectLocked() {
+	frame := d.wantClose
+	d.wantClose = nil
+	d.closeSent = true
+	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, err := d.dst.Write(frame); err == nil {
+		d.wrote(len(frame))
+	}
+}
+
+// writeChunk writes p to dst and feeds the observer, splitting p at a frame
+// boundary to write a pending close frame, and dropping what follows it.
+// It reports whether src's close frame has now been seen after our close
+// frame went out (the handshake is complete on this side).
+func (d *direction) writeChunk(p []byte) (done bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(p) > 0 {
+		if d.closeSent {
+			if d.obs != nil {
+				d.obs.Feed(p)
+				_, _, ok := d.obs.Close()
+				return ok || d.sawClose, nil
+			}
+			return false, nil
+		}
+		k := len(p)
+		if d.wantClose != nil {
+			tb := d.obs.ToBoundary()
+			switch {
+			case tb == 0:
+				d.injectLocked()
+				continue
+			case tb < 0:
+				k = 1
+			case tb < int64(k):
+				k = int(tb)
+			}
+		}
+		if _, werr := d.dst.Write(p[:k]); werr != nil {
+			return false, &SideError{d.other(), "write", werr}
+		}
+		d.wrote(k)
+		if d.obs != nil {
+			d.obs.Feed(p[:k])
+		}
+		p = p[k:]
+	}
+	if d.wantClose != nil && d.obs.ToBoundary() == 0 {
+		d.injectLocked()
+	}
+	return false, nil
+}
+
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
 	var buf []byte
@@ -191,12 +287,12 @@ func (d *direction) bufferCopy() error {
 	for {
 		n, rerr := d.src.Read(buf)
 		if n > 0 {
-			if _, werr := d.dst.Write(buf[:n]); werr != nil {
-				return &SideError{d.other(), "write", werr}
+			done, werr := d.writeChunk(buf[:n])
+			if werr != nil {
+				return werr
 			}
-			d.wrote(n)
-			if d.obs != nil {
-				d.obs.Feed(buf[:n])
+			if done {
+				return nil // close handshake finished after going away
 			}
 		}
 		if rerr == io.EOF {
@@ -266,7 +362,34 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 			return true
 		}
 	}
-	res.IdleTimedOut = wait(ctx, done, idle, rearm, down, up, &res)
+	var goingAway func() <-chan time.Time
+	if opts.GoingAway != nil {
+		goingAway = func() <-chan time.Time {
+			res.WentAway = true
+			if res.Down == nil {
+				return nil // nothing known of frames: the caller of wait closes at once
+			}
+			code := opts.GoingAwayCode
+			if code == 0 {
+				code = wsobserve.CloseGoingAway
+			}
+			// To the downstream peer (a client): unmasked; to the upstream
+			// peer (a server): masked, as a client's frames must be.
+			u2d.goAway(wsobserve.CloseFrame(code, opts.GoingAwayReason, false))
+			d2u.goAway(wsobserve.CloseFrame(code, opts.GoingAwayReason, true))
+			timeout := opts.GoingAwayTimeout
+			if timeout <= 0 {
+				timeout = 5 * time.Second
+			}
+			return time.After(timeout)
+		}
+	}
+	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, goingAway, down, up, &res)
+	for _, d := range []*direction{u2d, d2u} {
+		if d.closeSent {
+			res.CloseSent++
+		}
+	}
 	down.Close()
 	up.Close()
 	res.BytesDownToUp, res.BytesUpToDown = d2u.n, u2d.n
@@ -277,7 +400,8 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // context end, idle timeout or an EOF that cannot be half-closed. It reports
 // whether the idle timeout fired.
 func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, rearm func() bool,
-	down, up net.Conn, res *Result) (idleTimedOut bool) {
+	away <-chan struct{}, goAway func() <-chan time.Time, down, up net.Conn, res *Result) (idleTimedOut bool) {
+	var awayTimeout <-chan time.Time
 	closed := false
 	closeBoth := func() {
 		if !closed {
@@ -324,6 +448,15 @@ func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, re
 				idleTimedOut = true
 				closeBoth()
 			}
+		case <-away:
+			away = nil
+			if !closed {
+				if awayTimeout = goAway(); awayTimeout == nil {
+					closeBoth()
+				}
+			}
+		case <-awayTimeout:
+			closeBoth()
 		}
 	}
 	return idleTimedOut

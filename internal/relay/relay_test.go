@@ -505,3 +505,91 @@ func (l *oneConnListener) Close() error {
 }
 
 func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
+
+func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
+	h := setup(t, mode{})
+	serverGot := make(chan websocket.StatusCode, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				serverGot <- websocket.CloseStatus(err)
+				return
+			}
+			if err := c.Write(r.Context(), typ, msg); err != nil {
+				serverGot <- websocket.CloseStatus(err)
+				return
+			}
+		}
+	})}
+	ln := &oneConnListener{c: h.server, done: make(chan struct{})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	dialDone := make(chan struct{})
+	var c *websocket.Conn
+	var dialErr error
+	go func() {
+		defer close(dialDone)
+		c, _, dialErr = websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: &http.Transport{
+				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
+			}},
+		})
+	}()
+	away := make(chan struct{})
+	proxyWebSocket(t, h, Options{Observe: true, GoingAway: away, GoingAwayReason: "sidecar draining"})
+	<-dialDone
+	if dialErr != nil {
+		t.Fatal(dialErr)
+	}
+	// Keep large messages flowing both ways so the close frames must be
+	// placed between frames, not inside one.
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		msg := bytes.Repeat([]byte("x"), 24<<10) // under the default read limit
+		for ctx.Err() == nil {
+			if err := c.Write(ctx, websocket.MessageBinary, msg); err != nil {
+				return
+			}
+		}
+	}()
+	clientGot := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				clientGot <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(away)
+	err := <-clientGot
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("client saw %v, want close 1001", err)
+	}
+	var ce websocket.CloseError
+	if errors.As(err, &ce) && ce.Reason != "sidecar draining" {
+		t.Fatalf("reason %q", ce.Reason)
+	}
+	if got := <-serverGot; got != websocket.StatusGoingAway {
+		t.Fatalf("server saw %v, want 1001", got)
+	}
+	r := h.wait(t)
+	if !r.WentAway || r.CloseSent != 2 {
+		t.Fatalf("result %+v", r)
+	}
+	if r.Down.Violation() != wsobserve.NoViolation || r.Up.Violation() != wsobserve.NoViolation {
+		t.Fatalf("stream corrupted: %v %v", r.Down.Violation(), r.Up.Violation())
+	}
+	<-writerDone
+}

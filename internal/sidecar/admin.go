@@ -55,6 +55,14 @@ func (s *Sidecar) startAdmin(ctx context.Context, done chan<- struct{}) error {
 		})
 	})
 	mux.Handle("GET /stats/prometheus", s.metrics.Handler())
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		s.Drain()
+		_, _ = w.Write([]byte("draining: readiness is now false; the sidecar exits when drained\n"))
+	})
+	mux.HandleFunc("POST /healthcheck/fail", func(w http.ResponseWriter, r *http.Request) {
+		s.Drain()
+		_, _ = w.Write([]byte("OK\n"))
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(done)
@@ -63,11 +71,12 @@ func (s *Sidecar) startAdmin(ctx context.Context, done chan<- struct{}) error {
 			s.log.Error("admin server stopped", "cause", err)
 		}
 	}()
-	context.AfterFunc(ctx, func() {
+	s.stopAdmin = func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	})
+	}
+	context.AfterFunc(ctx, s.stopAdmin)
 	s.log.Info("admin listening", "address", ln.Addr().String())
 	return nil
 }

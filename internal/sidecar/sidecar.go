@@ -50,6 +50,10 @@ type Options struct {
 	HeaderReadTimeout time.Duration
 	IdleTimeout       time.Duration
 	Limits            h1.Limits
+	// DrainGrace is how long open WebSockets may go on after a drain
+	// starts before they are closed with 1001 (Going Away). Requests in
+	// flight finish meanwhile; the drain ends early once nothing is open.
+	DrainGrace time.Duration
 	// H2Strict answers 503 (as Envoy does) instead of falling back to an
 	// HTTP/1.1 upgrade when a peer does not allow extended CONNECT.
 	H2Strict bool
@@ -71,9 +75,13 @@ type Sidecar struct {
 	listeners map[string]*runningListener
 	wg        sync.WaitGroup
 
-	ready    chan struct{}
-	draining atomic.Bool
-	adminLn  net.Listener
+	ready     chan struct{}
+	draining  atomic.Bool
+	drainer   *httpproxy.Drainer
+	drainReq  chan struct{}
+	drainOne  sync.Once
+	adminLn   net.Listener
+	stopAdmin func()
 }
 
 type runningListener struct {
@@ -101,6 +109,8 @@ func New(opts Options) (*Sidecar, error) {
 		metrics:   opts.Metrics,
 		listeners: make(map[string]*runningListener),
 		ready:     make(chan struct{}),
+		drainer:   httpproxy.NewDrainer(),
+		drainReq:  make(chan struct{}),
 	}
 	if s.metrics == nil {
 		s.metrics = metrics.New()
@@ -121,9 +131,11 @@ func New(opts Options) (*Sidecar, error) {
 		Tracker:              s.tracker,
 		OnRecord:             s.onRecord,
 		OnFallback:           s.metrics.H2ExtendedConnectFallback,
+		Drainer:              s.drainer,
 	}
 	s.out = outbound.New(outbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "outbound")})
-	s.in = inbound.New(inbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "inbound")})
+	s.in = inbound.New(inbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "inbound"),
+		DrainTimeout: opts.DrainGrace + 10*time.Second})
 	return s, nil
 }
 
@@ -155,6 +167,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
+		s.stopAdmin = func() {}
 		close(adminDone)
 	}
 	close(s.ready)
@@ -162,12 +175,18 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			s.stopAll()
-			// Open connections end with the process; cut them now so Run
-			// returns (graceful drain first is the caller's choice via Drain).
+			s.drain()
 			cancelConns()
 			s.wg.Wait()
 			s.h2.Close()
+			<-adminDone
+			return nil
+		case <-s.drainReq:
+			s.drain()
+			cancelConns()
+			s.wg.Wait()
+			s.h2.Close()
+			s.stopAdmin()
 			<-adminDone
 			return nil
 		case snap, ok := <-updates:
@@ -315,4 +334,34 @@ func (s *Sidecar) onRecord(rec *accesslog.Record, t *httpproxy.Target) {
 		labels.RequestProtocol = "tcp"
 	}
 	s.metrics.Observe(rec, reporter, labels)
+}
+
+// Drain asks Run to drain and return (as SIGTERM does).
+func (s *Sidecar) Drain() { s.drainOne.Do(func() { close(s.drainReq) }) }
+
+// drain winds the sidecar down without cutting what can finish: readiness
+// turns false, listeners stop accepting, keep-alive connections close after
+// their request in flight and HTTP/2 peers get GOAWAY; WebSockets get the
+// grace period, then close 1001 (Going Away) to both peers; whatever is
+// still open after that is cut by the caller.
+func (s *Sidecar) drain() {
+	start := time.Now()
+	s.draining.Store(true)
+	s.stopAll()
+	s.drainer.StopKeepAlive()
+	open := s.tracker.Len()
+	s.log.Info("draining", "open_connections", open, "grace", s.opts.DrainGrace.String())
+	waitEmpty := func(d time.Duration) {
+		deadline := time.Now().Add(d)
+		for s.tracker.Len() > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitEmpty(s.opts.DrainGrace)
+	if n := s.tracker.Len(); n > 0 {
+		s.log.Info("grace period over: closing WebSockets with 1001 (going away)", "open_connections", n)
+		s.drainer.GoAwayWebSockets()
+		waitEmpty(6 * time.Second)
+	}
+	s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String(), "left_open", s.tracker.Len())
 }

@@ -301,6 +301,23 @@ func (o *Observer) FrameBoundary() bool {
 	return o.hdrN == 0 && o.remain == 0 && o.violation == NoViolation
 }
 
+// ToBoundary returns how many more bytes complete the current frame: 0 at a
+// frame boundary, the payload bytes still to come once a frame's header has
+// been seen, and -1 when that is not known yet (inside a header: feed one
+// byte at a time) or never will be (after a violation). Call it from the
+// feeding goroutine.
+func (o *Observer) ToBoundary() int64 {
+	switch {
+	case o.violation != NoViolation:
+		return -1
+	case o.hdrN != 0:
+		return -1
+	case o.remain > 1<<62:
+		return 1 << 62
+	}
+	return int64(o.remain)
+}
+
 // InMessage reports whether a fragmented data message has begun and not yet
 // ended. A proxy may still inject a control frame there (RFC 6455 allows
 // control frames between fragments), but not a data frame.

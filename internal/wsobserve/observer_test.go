@@ -336,3 +336,27 @@ func BenchmarkFeed(b *testing.B) {
 		})
 	}
 }
+
+func TestToBoundary(t *testing.T) {
+	var o Observer
+	if o.ToBoundary() != 0 {
+		t.Fatal("fresh observer is at a boundary")
+	}
+	frame := append([]byte{0x82, 0x7E, 0x01, 0x00}, make([]byte, 256)...) // binary, 256 B payload
+	o.Feed(frame[:1])
+	if o.ToBoundary() != -1 {
+		t.Fatalf("inside a header: %d", o.ToBoundary())
+	}
+	o.Feed(frame[1:4])
+	if o.ToBoundary() != 256 {
+		t.Fatalf("after the header: %d", o.ToBoundary())
+	}
+	o.Feed(frame[4:100])
+	if o.ToBoundary() != 160 {
+		t.Fatalf("mid payload: %d", o.ToBoundary())
+	}
+	o.Feed(frame[100:])
+	if o.ToBoundary() != 0 || !o.FrameBoundary() {
+		t.Fatalf("after the frame: %d", o.ToBoundary())
+	}
+}
