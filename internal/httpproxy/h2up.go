@@ -32,17 +32,18 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 		return true, false
 	}
 	clientKey := req.Headers.Get("Sec-WebSocket-Key")
+	strict := t.H2Strict || p.cfg.H2Strict
 	var fallback []string
 	var lastErr error
 	for _, addr := range t.Endpoints {
-		if ok, known := p.cfg.H2.PeerSupportsExtendedConnect(addr); known && !ok && !t.H2Strict {
+		if ok, known := p.cfg.H2.PeerSupportsExtendedConnect(addr); known && !ok && !strict {
 			fallback = append(fallback, addr)
 			continue
 		}
 		sent := time.Now()
 		st, err := p.cfg.H2.RoundTrip(ctx, addr, creq)
 		if errors.Is(err, h2tunnel.ErrExtendedConnectUnsupported) {
-			if t.H2Strict {
+			if strict {
 				rec.UpstreamHost = addr
 				p.writeLocalReply(c, &LocalReply{
 					Status: 503, Flag: accesslog.UpstreamRemoteReset,

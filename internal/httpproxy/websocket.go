@@ -129,8 +129,8 @@ func (p *Proxy) relayRejectedUpgrade(c net.Conn, u *upConn, req *h1.Request, res
 	return false
 }
 
-// takeBuffered copies out the bytes br read past the head, then returns br
-// to its pool.
+// takeBuffered copies out the bytes br read past the head. The caller
+// still owns br (an upstream's goes back to the pool with release).
 func takeBuffered(br *bufio.Reader) []byte {
 	n := br.Buffered()
 	var b []byte
@@ -138,7 +138,6 @@ func takeBuffered(br *bufio.Reader) []byte {
 		b = make([]byte, n)
 		_, _ = br.Read(b)
 	}
-	putReader(br)
 	return b
 }
 
