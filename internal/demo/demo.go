@@ -184,13 +184,23 @@ func Run(ctx context.Context, o Options) error {
 		ConnectTo: map[string]string{serviceHost + ":" + fmt.Sprint(cliOut[0].Port): egress},
 		Wait:      5 * time.Second,
 	}, tr, tr)
-	if err != nil {
+	var cerr *wsclient.ConnectError
+	switch {
+	case errors.As(err, &cerr) && o.Strict:
+		fmt.Fprintln(out, err)
+		fmt.Fprintln(out, "(expected in strict mode: the server sidecar does not allow extended CONNECT, so the client sidecar answers 503 with flag UR, as Envoy does; without --strict it falls back to an HTTP/1.1 upgrade)")
+	case err != nil:
 		return err
 	}
 	// Each sidecar writes its line when the connection has closed on its side.
 	deadline := time.Now().Add(5 * time.Second)
-	for (cliLog.count() < 1 || srvLog.count() < 1) && time.Now().Before(deadline) {
+	for cliLog.count() < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if err == nil { // nothing reaches the server sidecar when the client was refused
+		for srvLog.count() < 1 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	fmt.Fprintf(out, "\nclient sidecar access log (istio-proxy of %s):\n", clientWorkload)
 	cliLog.print(out)
@@ -312,7 +322,7 @@ func (l *lines) take() string {
 func (l *lines) print(out io.Writer) {
 	s := l.take()
 	if s == "" {
-		fmt.Fprintln(out, "  (no line yet)")
+		fmt.Fprintln(out, "  (none: no connection reached this sidecar)")
 		return
 	}
 	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
@@ -398,4 +408,3 @@ func (t *transcript) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
