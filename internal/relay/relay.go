@@ -362,29 +362,35 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 			return true
 		}
 	}
-	var goingAway func() <-chan time.Time
-	if opts.GoingAway != nil {
-		goingAway = func() <-chan time.Time {
-			res.WentAway = true
-			if res.Down == nil {
-				return nil // nothing known of frames: the caller of wait closes at once
-			}
-			code := opts.GoingAwayCode
-			if code == 0 {
-				code = wsobserve.CloseGoingAway
-			}
-			// To the downstream peer (a client): unmasked; to the upstream
-			// peer (a server): masked, as a client's frames must be.
-			u2d.goAway(wsobserve.CloseFrame(code, opts.GoingAwayReason, false))
-			d2u.goAway(wsobserve.CloseFrame(code, opts.GoingAwayReason, true))
-			timeout := opts.GoingAwayTimeout
-			if timeout <= 0 {
-				timeout = 5 * time.Second
-			}
-			return time.After(timeout)
+	// goAway writes close frames to both peers (see Options.GoingAway) and
+	// returns the timer that bounds the close handshake; nil when frames are
+	// not observed, so the caller closes at once.
+	goAway := func(code int, reason string) <-chan time.Time {
+		if res.Down == nil || res.Down.Violation() != wsobserve.NoViolation || res.Up.Violation() != wsobserve.NoViolation {
+			return nil // not a WebSocket stream we can place frames in
 		}
+		// To the downstream peer (a client): unmasked; to the upstream
+		// peer (a server): masked, as a client's frames must be.
+		u2d.goAway(wsobserve.CloseFrame(code, reason, false))
+		d2u.goAway(wsobserve.CloseFrame(code, reason, true))
+		timeout := opts.GoingAwayTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second
+		}
+		return time.After(timeout)
 	}
-	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, goingAway, down, up, &res)
+	awayCode := opts.GoingAwayCode
+	if awayCode == 0 {
+		awayCode = wsobserve.CloseGoingAway
+	}
+	onAway := func() <-chan time.Time {
+		res.WentAway = true
+		return goAway(awayCode, opts.GoingAwayReason)
+	}
+	// An idle WebSocket is closed like a server going away, with a reason
+	// naming the timeout, rather than cut.
+	onIdle := func() <-chan time.Time { return goAway(wsobserve.CloseGoingAway, "idle timeout") }
+	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, onAway, onIdle, down, up, &res)
 	for _, d := range []*direction{u2d, d2u} {
 		if d.closeSent {
 			res.CloseSent++
@@ -400,7 +406,7 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // context end, idle timeout or an EOF that cannot be half-closed. It reports
 // whether the idle timeout fired.
 func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, rearm func() bool,
-	away <-chan struct{}, goAway func() <-chan time.Time, down, up net.Conn, res *Result) (idleTimedOut bool) {
+	away <-chan struct{}, onAway, onIdle func() <-chan time.Time, down, up net.Conn, res *Result) (idleTimedOut bool) {
 	var awayTimeout <-chan time.Time
 	closed := false
 	closeBoth := func() {
@@ -446,12 +452,15 @@ func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, re
 		case <-idle:
 			if !rearm() && !closed {
 				idleTimedOut = true
-				closeBoth()
+				idle = nil
+				if awayTimeout = onIdle(); awayTimeout == nil {
+					closeBoth()
+				}
 			}
 		case <-away:
 			away = nil
-			if !closed {
-				if awayTimeout = goAway(); awayTimeout == nil {
+			if !closed && awayTimeout == nil {
+				if awayTimeout = onAway(); awayTimeout == nil {
 					closeBoth()
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +27,7 @@ import (
 // meshOpts shapes the test mesh: the guide's two workloads on loopback.
 type meshOpts struct {
 	h2, allowConnect, strict bool
-	drainGrace               time.Duration
+	drainGrace, wsIdle       time.Duration
 }
 
 type mesh struct {
@@ -213,7 +214,7 @@ func startMesh(t *testing.T, o meshOpts) *mesh {
 	go func() { defer close(srcDone); src.Run(ctx) }()
 	start := func(workload string, log *lineBuf) (*Sidecar, chan error) {
 		sc, err := New(Options{Source: src, Workload: workload, Access: accesslog.New(log), Logger: quiet,
-			ObserveWebSocket: true, H2Strict: o.strict, DrainGrace: o.drainGrace})
+			ObserveWebSocket: true, H2Strict: o.strict, DrainGrace: o.drainGrace, WebSocketIdleTimeout: o.wsIdle})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -462,4 +463,32 @@ func TestReloadKeepsOpenWebSockets(t *testing.T) {
 	if got := m.client.Tracker().Len(); got != len(conns) {
 		t.Fatalf("%d open connections, want %d", got, len(conns))
 	}
+}
+
+func TestWebSocketIdleTimeoutClosesWithFrame(t *testing.T) {
+	m := startMesh(t, meshOpts{wsIdle: 400 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := m.dial(t, ctx)
+	// Pings count as activity: the connection outlives several timeouts.
+	go func() { _, _, _ = c.Read(ctx) }()
+	for i := 0; i < 6; i++ {
+		time.Sleep(150 * time.Millisecond)
+		if err := c.Ping(ctx); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+	c2 := m.dial(t, ctx)
+	echoOnce(t, ctx, c2, "then silence")
+	start := time.Now()
+	_, _, err := c2.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "idle timeout" {
+		t.Fatalf("after %v: %v, want close 1001 idle timeout", time.Since(start), err)
+	}
+	r := m.clientLog.wait(t, 1)[0]
+	if r["response_flags"] != "SI" {
+		t.Fatalf("record %v", r)
+	}
+	c.CloseNow()
 }
