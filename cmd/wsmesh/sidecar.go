@@ -31,6 +31,7 @@ func init() {
 		h2Strict   bool
 		maxHeadKB  int
 		drainGrace time.Duration
+		maxConns   int
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
@@ -75,6 +76,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				IdleTimeout:          idle,
 				H2Strict:             h2Strict,
 				DrainGrace:           drainGrace,
+				MaxConnections:       maxConns,
 				Limits:               h1.Limits{MaxHeadBytes: maxHeadKB << 10},
 			})
 			if err != nil {
@@ -100,6 +102,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.DurationVar(&idle, "idle-timeout", time.Hour, "close an idle keep-alive HTTP connection after this long")
 	f.BoolVar(&h2Strict, "h2-strict", false, "answer 503 instead of falling back to HTTP/1.1 when a peer does not allow extended CONNECT")
 	f.DurationVar(&drainGrace, "drain-grace", 5*time.Second, "on SIGTERM or POST /drain: how long open WebSockets may go on before they get close 1001 (Going Away)")
+	f.IntVar(&maxConns, "max-connections", 0, "most downstream HTTP/1.1 connections served at once (0: unlimited); beyond it new ones get 503 with flag OM")
 	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	rootCmd.AddCommand(cmd)
 }

@@ -87,6 +87,8 @@ type Config struct {
 	// OnFallback, when set, is called each time a WebSocket to addr falls
 	// back to HTTP/1.1 because the peer did not allow extended CONNECT.
 	OnFallback func(addr string)
+	// Limiter bounds concurrent downstream connections. May be nil.
+	Limiter *Limiter
 	// Drainer winds the proxy down on shutdown. May be nil.
 	Drainer *Drainer
 	// Tracker lists open connections for the admin port. May be nil.

@@ -248,3 +248,37 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestConnectionLimitAnswers503(t *testing.T) {
+	up := startHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	addr, logs := startProxy(t, Config{Router: staticRouter{[]string{up}}, Limiter: &Limiter{Max: 1}})
+	first, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	fr := bufio.NewReader(first)
+	io.WriteString(first, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	if resp, err := http.ReadResponse(fr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first: %v %v", resp, err)
+	}
+	second, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	io.WriteString(second, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("second: %v %v", resp, err)
+	}
+	first.Close()
+	waitFor(t, func() bool { return len(logs.records(t)) == 2 })
+	var flags []string
+	for _, r := range logs.records(t) {
+		flags = append(flags, r["response_flags"].(string))
+	}
+	if !strings.Contains(strings.Join(flags, " "), "OM") {
+		t.Fatalf("flags %v", flags)
+	}
+}

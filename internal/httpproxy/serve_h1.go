@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -21,6 +22,11 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
 	defer stop()
+	if !p.cfg.Limiter.Acquire() {
+		p.rejectOverload(c, br)
+		return
+	}
+	defer p.cfg.Limiter.Release()
 	for ctx.Err() == nil && !p.cfg.Drainer.Draining() {
 		_ = c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
 		// A drain closes an idle keep-alive connection at once.
@@ -162,4 +168,22 @@ func asLocalReply(err error) *LocalReply {
 		return lr
 	}
 	return &LocalReply{Status: 503, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: err.Error()}
+}
+
+// rejectOverload answers the first request of a connection over the
+// connection limit with 503 and flag OM.
+func (p *Proxy) rejectOverload(c net.Conn, br *bufio.Reader) {
+	start := time.Now()
+	_ = c.SetReadDeadline(start.Add(p.cfg.HeaderReadTimeout))
+	req, err := h1.ReadRequest(br, p.cfg.Limits)
+	rec := p.newRecord(c, start)
+	rec.Protocol = "HTTP/1.1"
+	if err == nil {
+		rec.Method, rec.Path, rec.Authority, rec.Protocol = req.Method, req.Target, req.Headers.Get("Host"), req.Proto
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	p.writeLocalReply(c, &LocalReply{Status: 503, Flag: accesslog.OverloadManager, Details: "overload_manager",
+		Body: fmt.Sprintf("overloaded: the sidecar already serves its maximum of %d connections", p.cfg.Limiter.Max)}, rec, true)
+	p.cfg.Logger.Warn("connection refused: connection limit reached", "limit", p.cfg.Limiter.Max, "downstream", c.RemoteAddr().String())
+	p.finish(rec, nil)
 }

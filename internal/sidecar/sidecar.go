@@ -54,6 +54,9 @@ type Options struct {
 	// starts before they are closed with 1001 (Going Away). Requests in
 	// flight finish meanwhile; the drain ends early once nothing is open.
 	DrainGrace time.Duration
+	// MaxConnections bounds the downstream HTTP/1.1 connections served at
+	// once across all listeners (0: unlimited); beyond it: 503, flag OM.
+	MaxConnections int
 	// H2Strict answers 503 (as Envoy does) instead of falling back to an
 	// HTTP/1.1 upgrade when a peer does not allow extended CONNECT.
 	H2Strict bool
@@ -132,6 +135,7 @@ func New(opts Options) (*Sidecar, error) {
 		OnRecord:             s.onRecord,
 		OnFallback:           s.metrics.H2ExtendedConnectFallback,
 		Drainer:              s.drainer,
+		Limiter:              &httpproxy.Limiter{Max: int64(opts.MaxConnections)},
 	}
 	s.out = outbound.New(outbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "outbound")})
 	s.in = inbound.New(inbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "inbound"),
