@@ -31,6 +31,13 @@ func (cc *clientConn) capacity() int {
 	return int(min(peer, cc.p.cfg.MaxConcurrentStreams))
 }
 
+// settled reports whether the peer's first SETTINGS arrived.
+func (cc *clientConn) settled() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.peerSettings
+}
+
 // run is the connection's reader goroutine, owned by the Pool.
 func (cc *clientConn) run() {
 	defer cc.p.wg.Done()

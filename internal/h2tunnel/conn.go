@@ -71,6 +71,7 @@ type conn struct {
 	closed          bool
 	closeErr        error
 	goAwaySent      bool
+	goAwayLast      uint32 // last stream id in the GOAWAY we sent
 	goAwayRecv      *GoAwayError
 	maxPeerID       uint32 // server: highest client stream id seen
 	nextID          uint32 // client: next stream id to open
@@ -87,6 +88,7 @@ type conn struct {
 	recvUnacked int64 // consumed, not yet returned
 
 	framesRead atomic.Uint64
+	calm       atomic.Bool // closed with ENHANCE_YOUR_CALM
 	opened     atomic.Uint64
 	done       chan struct{}
 	wg         sync.WaitGroup // helper goroutines (keepalive, drain watcher)
@@ -237,8 +239,14 @@ func (c *conn) flood(what string) error {
 // goAway sends GOAWAY with code and stops the writer after it. For
 // NO_ERROR the connection keeps running until the caller closes it.
 func (c *conn) goAway(code http2.ErrCode, debug string) {
+	if code == http2.ErrCodeEnhanceYourCalm {
+		c.calm.Store(true)
+	}
 	c.mu.Lock()
 	last := c.maxPeerID
+	if !c.goAwaySent || last < c.goAwayLast {
+		c.goAwayLast = last
+	}
 	c.goAwaySent = true
 	c.mu.Unlock()
 	c.w.finalGoAway(last, code, debug)
@@ -452,24 +460,39 @@ func (c *conn) onRST(f *http2.RSTStreamFrame) error {
 
 // resetStream sends RST_STREAM with code and fails st with err.
 func (c *conn) resetStream(st *stream, code http2.ErrCode, err error) {
-	if c.closeStream(st, err) {
-		c.rememberReset(st.id)
-		c.w.queue(ctrlFrame{kind: ctrlRST, streamID: st.id, code: code}, false)
+	if !c.markClosed(st) {
+		return
 	}
+	c.rememberReset(st.id)
+	// Queue the RST before the close callbacks, which may start closing
+	// the connection.
+	c.w.queue(ctrlFrame{kind: ctrlRST, streamID: st.id, code: code}, false)
+	c.failClosed(st, err)
 }
 
-// closeStream removes a reset stream and fails both of its directions.
-// It reports whether the stream was still open.
+// closeStream removes a stream ended by a reset or by the connection's end
+// and fails both of its directions. It reports whether it was still open.
 func (c *conn) closeStream(st *stream, err error) bool {
+	if !c.markClosed(st) {
+		return false
+	}
+	c.failClosed(st, err)
+	return true
+}
+
+func (c *conn) markClosed(st *stream) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if st.closed {
-		c.mu.Unlock()
 		return false
 	}
 	st.reset = true
 	st.closed = true
 	delete(c.streams, st.id)
-	c.mu.Unlock()
+	return true
+}
+
+func (c *conn) failClosed(st *stream, err error) {
 	c.w.mu.Lock()
 	st.failSendLocked(err)
 	c.w.mu.Unlock()
@@ -478,7 +501,6 @@ func (c *conn) closeStream(st *stream, err error) bool {
 		st.cancel()
 	}
 	c.role.onStreamClosed(st)
-	return true
 }
 
 // localEnded records that END_STREAM was written for st; rst asks for
@@ -568,7 +590,7 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 	c.mu.Lock()
 	st := c.streams[id]
 	idle := st == nil && c.idleLocked(id)
-	ignore := st == nil && c.recentlyResetLocked(id)
+	ignore := st == nil && (c.recentlyResetLocked(id) || (c.goAwaySent && id > c.goAwayLast))
 	c.mu.Unlock()
 	if idle {
 		return connErr{http2.ErrCodeProtocol, "DATA on idle stream"}

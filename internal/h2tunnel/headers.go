@@ -1,6 +1,7 @@
 package h2tunnel
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
@@ -77,6 +78,9 @@ func (c *conn) decodeFragment(frag []byte) error {
 		return connErr{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 	}
 	if _, err := c.dec.Write(frag); err != nil {
+		if errors.Is(err, hpack.ErrStringLength) {
+			return connErr{http2.ErrCodeEnhanceYourCalm, "header field too long"}
+		}
 		return connErr{http2.ErrCodeCompression, "HPACK: " + err.Error()}
 	}
 	return nil

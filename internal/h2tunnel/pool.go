@@ -191,16 +191,25 @@ func (p *Pool) getConn(ctx context.Context, addr string) (*clientConn, error) {
 			ep = &endpoint{addr: addr}
 			p.eps[addr] = ep
 		}
+		pending := false // a connection still waits for the peer's SETTINGS
 		for _, cc := range ep.conns {
-			if !cc.dead && cc.reserved < cc.capacity() {
+			if cc.dead {
+				continue
+			}
+			if cc.reserved < cc.capacity() {
 				cc.reserved++
 				cc.idleSince = time.Time{}
 				ep.opened++
 				p.mu.Unlock()
 				return cc, nil
 			}
+			if !cc.settled() {
+				pending = true
+			}
 		}
-		if ep.dialing == 0 {
+		// Dial when every connection is full; while one still waits for
+		// the peer's SETTINGS (which may raise its limit), wait instead.
+		if ep.dialing == 0 && !pending {
 			ep.dialing++
 			p.mu.Unlock()
 			cc, err := p.dial(ctx, ep)

@@ -221,7 +221,6 @@ type serverConn struct {
 	handlers sync.WaitGroup
 	live     atomic.Int32 // running handlers
 	resets   rateLimiter
-	calm     atomic.Bool
 	draining bool // guarded by conn.mu
 }
 
@@ -250,6 +249,7 @@ func (sc *serverConn) drain() {
 	sc.draining = true
 	sc.goAwaySent = true
 	last := sc.maxPeerID
+	sc.goAwayLast = last
 	idle := len(sc.streams) == 0
 	sc.mu.Unlock()
 	sc.w.queue(ctrlFrame{kind: ctrlGoAway, val: last, code: http2.ErrCodeNo}, false)
@@ -278,7 +278,6 @@ func (sc *serverConn) onGoAway(*http2.GoAwayFrame) { sc.drain() }
 func (sc *serverConn) onPeerReset(*stream) error {
 	sc.s.peerResets.Add(1)
 	if !sc.resets.allow(time.Now()) {
-		sc.calm.Store(true)
 		return connErr{http2.ErrCodeEnhanceYourCalm, "too many stream resets"}
 	}
 	return nil

@@ -34,6 +34,7 @@ type stream struct {
 	rdl         deadline
 
 	// Send side, guarded by c.w.mu.
+	wmu          sync.Mutex // serializes Writes
 	sendWin      int64
 	pend         []byte // rest of the current Write
 	pendEnd      bool   // END_STREAM requested
@@ -165,6 +166,8 @@ func (st *stream) read(p []byte) (int, error) {
 }
 
 func (st *stream) write(p []byte) (int, error) {
+	st.wmu.Lock() // one Write at a time per stream
+	defer st.wmu.Unlock()
 	w := st.c.w
 	w.mu.Lock()
 	if err := st.writableLocked(); err != nil {
@@ -174,6 +177,12 @@ func (st *stream) write(p []byte) (int, error) {
 	if len(p) == 0 {
 		w.mu.Unlock()
 		return 0, nil
+	}
+	if ok, err := w.tryDirectLocked(st, p); ok {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	select {
 	case <-st.wdone: // drop a stale wakeup

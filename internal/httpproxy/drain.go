@@ -1,33 +1,25 @@
 package httpproxy
 
-import (
-	"context"
-	"sync"
-)
+import "context"
 
-// Drainer tells the proxies of one sidecar to wind down in two steps:
-// StopKeepAlive ends HTTP/1.1 keep-alive connections after the request in
-// flight (idle ones at once) and sends HTTP/2 GOAWAY; GoAwayWebSockets then
-// closes every observed WebSocket with close 1001 (Going Away) to both peers
-// at a frame boundary. A nil *Drainer never drains.
+// Drainer tells the proxies of one sidecar to wind down: StopKeepAlive ends
+// HTTP/1.1 keep-alive connections after the request in flight (idle ones at
+// once) and sends HTTP/2 GOAWAY. (WebSockets are closed with 1001 through
+// Tracker.GoAwayAll once their grace period is over.) A nil *Drainer never
+// drains.
 type Drainer struct {
 	httpCtx  context.Context
 	stopHTTP context.CancelFunc
-	ws       chan struct{}
-	wsOnce   sync.Once
 }
 
 // NewDrainer returns a Drainer that has not started.
 func NewDrainer() *Drainer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Drainer{httpCtx: ctx, stopHTTP: cancel, ws: make(chan struct{})}
+	return &Drainer{httpCtx: ctx, stopHTTP: cancel}
 }
 
-// StopKeepAlive starts the first step.
+// StopKeepAlive starts the drain.
 func (d *Drainer) StopKeepAlive() { d.stopHTTP() }
-
-// GoAwayWebSockets starts the second step.
-func (d *Drainer) GoAwayWebSockets() { d.wsOnce.Do(func() { close(d.ws) }) }
 
 // Context is done once StopKeepAlive was called.
 func (d *Drainer) Context() context.Context {
@@ -39,10 +31,3 @@ func (d *Drainer) Context() context.Context {
 
 // Draining reports whether StopKeepAlive was called.
 func (d *Drainer) Draining() bool { return d != nil && d.httpCtx.Err() != nil }
-
-func (d *Drainer) webSockets() <-chan struct{} {
-	if d == nil {
-		return nil
-	}
-	return d.ws
-}

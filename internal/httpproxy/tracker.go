@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsmesh/wsmesh/internal/relay"
@@ -14,6 +15,9 @@ type Tracker struct {
 	mu   sync.Mutex
 	next uint64
 	open map[uint64]*Tracked
+	// allAway, once set, is the going-away reason for every connection,
+	// including ones added later (a drain is under way).
+	allAway string
 }
 
 // Tracked is one open request or WebSocket.
@@ -30,6 +34,33 @@ type Tracked struct {
 	Path       string
 	// Counters are the live byte counts of a relayed connection.
 	Counters relay.Counters
+
+	away     chan struct{} // closed to close the WebSocket with 1001
+	awayOnce sync.Once
+	reason   atomic.Pointer[string]
+}
+
+func (t *Tracked) init() {
+	if t.away == nil {
+		t.away = make(chan struct{})
+	}
+}
+
+// GoAway asks the connection's relay to close both peers with close 1001
+// (Going Away) and reason at the next frame boundaries.
+func (t *Tracked) GoAway(reason string) {
+	t.awayOnce.Do(func() {
+		t.reason.Store(&reason)
+		close(t.away)
+	})
+}
+
+// awayReason is the reason given to GoAway.
+func (t *Tracked) awayReason() string {
+	if r := t.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
 }
 
 // NewTracker returns an empty Tracker.
@@ -40,11 +71,16 @@ func (tr *Tracker) Add(t *Tracked) (remove func()) {
 	if tr == nil {
 		return func() {}
 	}
+	t.init()
 	tr.mu.Lock()
 	tr.next++
 	t.ID = tr.next
 	tr.open[t.ID] = t
+	all := tr.allAway
 	tr.mu.Unlock()
+	if all != "" {
+		t.GoAway(all)
+	}
 	return func() {
 		tr.mu.Lock()
 		delete(tr.open, t.ID)
@@ -92,4 +128,32 @@ func (tr *Tracker) Len() int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return len(tr.open)
+}
+
+// GoAwayAll closes every open WebSocket, and each one opened from now on,
+// with 1001 and reason.
+func (tr *Tracker) GoAwayAll(reason string) {
+	tr.mu.Lock()
+	tr.allAway = reason
+	open := make([]*Tracked, 0, len(tr.open))
+	for _, t := range tr.open {
+		open = append(open, t)
+	}
+	tr.mu.Unlock()
+	for _, t := range open {
+		t.GoAway(reason)
+	}
+}
+
+// Each calls f for every open connection.
+func (tr *Tracker) Each(f func(*Tracked)) {
+	tr.mu.Lock()
+	open := make([]*Tracked, 0, len(tr.open))
+	for _, t := range tr.open {
+		open = append(open, t)
+	}
+	tr.mu.Unlock()
+	for _, t := range open {
+		f(t)
+	}
 }

@@ -148,6 +148,7 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		Downstream: rec.DownstreamRemoteAddress, Upstream: rec.UpstreamHost, Cluster: rec.UpstreamCluster,
 		Authority: rec.Authority, Path: rec.Path,
 	}
+	tr.init()
 	remove := p.cfg.Tracker.Add(tr)
 	defer remove()
 	res := relay.Relay(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
@@ -155,8 +156,8 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		Observe:           p.cfg.ObserveWebSocket,
 		Counters:          &tr.Counters,
 		PerMessageDeflate: strings.Contains(rec.WebSocket.Extensions, "permessage-deflate"),
-		GoingAway:         p.cfg.Drainer.webSockets(),
-		GoingAwayReason:   "sidecar shutting down",
+		GoingAway:         tr.away,
+		GoingAwayReasonFn: tr.awayReason,
 	})
 	rec.BytesReceived += res.BytesDownToUp
 	rec.BytesSent += res.BytesUpToDown
@@ -164,7 +165,7 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 	observeInto(ws, res)
 	switch {
 	case res.WentAway:
-		rec.ConnectionTerminationDetails = "sidecar drained: close 1001 (going away) sent to " + strconv.Itoa(res.CloseSent) + " peer(s)"
+		rec.ConnectionTerminationDetails = tr.awayReason() + ": close 1001 (going away) sent to " + strconv.Itoa(res.CloseSent) + " peer(s)"
 	case res.IdleTimedOut:
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.StreamIdleTimeout)
 		rec.ConnectionTerminationDetails = "websocket idle timeout"

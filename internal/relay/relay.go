@@ -86,6 +86,9 @@ type Options struct {
 	GoingAwayCode    int
 	GoingAwayReason  string
 	GoingAwayTimeout time.Duration
+	// GoingAwayReasonFn, when set, gives the reason at the time GoingAway
+	// fires (it replaces GoingAwayReason).
+	GoingAwayReasonFn func() string
 }
 
 // Counters are live totals of one relay, safe to read at any time.
@@ -385,7 +388,11 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 	}
 	onAway := func() <-chan time.Time {
 		res.WentAway = true
-		return goAway(awayCode, opts.GoingAwayReason)
+		reason := opts.GoingAwayReason
+		if opts.GoingAwayReasonFn != nil {
+			reason = opts.GoingAwayReasonFn()
+		}
+		return goAway(awayCode, reason)
 	}
 	// An idle WebSocket is closed like a server going away, with a reason
 	// naming the timeout, rather than cut.

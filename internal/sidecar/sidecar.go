@@ -364,7 +364,7 @@ func (s *Sidecar) drain() {
 	waitEmpty(s.opts.DrainGrace)
 	if n := s.tracker.Len(); n > 0 {
 		s.log.Info("grace period over: closing WebSockets with 1001 (going away)", "open_connections", n)
-		s.drainer.GoAwayWebSockets()
+		s.tracker.GoAwayAll("sidecar shutting down")
 		waitEmpty(6 * time.Second)
 	}
 	s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String(), "left_open", s.tracker.Len())
