@@ -222,6 +222,9 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 	}
 	s.snap.Store(snap)
 	s.workload.Store(w)
+	if !initial {
+		s.closeOrphans(snap)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -368,4 +371,31 @@ func (s *Sidecar) drain() {
 		waitEmpty(6 * time.Second)
 	}
 	s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond).String(), "left_open", s.tracker.Len())
+}
+
+// closeOrphans closes, with 1001, the outbound WebSockets whose cluster or
+// endpoint the new snapshot no longer has. Everything else stays open.
+func (s *Sidecar) closeOrphans(snap *config.Snapshot) {
+	endpoints := make(map[string]map[string]bool)
+	for _, cl := range snap.Clusters() {
+		eps := make(map[string]bool, len(cl.Endpoints))
+		for _, e := range cl.Endpoints {
+			eps[e.Address] = true
+		}
+		endpoints[cl.Name] = eps
+	}
+	s.tracker.Each(func(t *httpproxy.Tracked) {
+		if t.Reporter != metrics.ReporterSource || t.Cluster == "" {
+			return
+		}
+		eps, ok := endpoints[t.Cluster]
+		switch {
+		case !ok:
+			s.log.Info("closing WebSocket: its service is gone from the configuration", "cluster", t.Cluster, "id", t.ID)
+			t.GoAway("route removed by configuration change")
+		case !eps[t.Upstream]:
+			s.log.Info("closing WebSocket: its endpoint is gone from the configuration", "cluster", t.Cluster, "endpoint", t.Upstream, "id", t.ID)
+			t.GoAway("endpoint removed by configuration change")
+		}
+	})
 }

@@ -492,3 +492,28 @@ func TestWebSocketIdleTimeoutClosesWithFrame(t *testing.T) {
 	}
 	c.CloseNow()
 }
+
+func TestRemovedEndpointClosesItsWebSockets(t *testing.T) {
+	m := startMesh(t, meshOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := m.dial(t, ctx)
+	echoOnce(t, ctx, c, "before")
+	// Move the server's endpoint to another port: the open WebSocket's
+	// endpoint is gone, so it is closed with 1001 and the reason logged.
+	b, err := os.ReadFile(filepath.Join(m.dir, "mesh.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.Replace(string(b), fmt.Sprintf("ports: {http-websocket: %d}", m.inPort), fmt.Sprintf("ports: {http-websocket: %d}", freePort(t)), 1)
+	m.write(t, "mesh.yaml", moved)
+	_, _, err = c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || !strings.Contains(ce.Reason, "endpoint removed") {
+		t.Fatalf("client saw %v", err)
+	}
+	r := m.clientLog.wait(t, 1)[0]
+	if !strings.Contains(fmt.Sprint(r["connection_termination_details"]), "endpoint removed") {
+		t.Fatalf("record %v", r)
+	}
+}
