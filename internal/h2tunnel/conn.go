@@ -244,9 +244,10 @@ func (c *conn) goAway(code http2.ErrCode, debug string) {
 	}
 	c.mu.Lock()
 	last := c.maxPeerID
-	if !c.goAwaySent || last < c.goAwayLast {
-		c.goAwayLast = last
+	if c.goAwaySent && c.goAwayLast < last {
+		last = c.goAwayLast // a later GOAWAY never raises the id
 	}
+	c.goAwayLast = last
 	c.goAwaySent = true
 	c.mu.Unlock()
 	c.w.finalGoAway(last, code, debug)

@@ -84,6 +84,9 @@ type Config struct {
 	// H2Strict answers 503 instead of falling back to an HTTP/1.1 upgrade
 	// when a peer does not allow extended CONNECT (Envoy's behaviour).
 	H2Strict bool
+	// OnWebSocketOpen, when set, is called when a WebSocket's relay starts;
+	// its record reaches OnRecord when it ends.
+	OnWebSocketOpen func()
 	// OnFallback, when set, is called each time a WebSocket to addr falls
 	// back to HTTP/1.1 because the peer did not allow extended CONNECT.
 	OnFallback func(addr string)

@@ -149,6 +149,9 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		Authority: rec.Authority, Path: rec.Path,
 	}
 	tr.init()
+	if p.cfg.OnWebSocketOpen != nil {
+		p.cfg.OnWebSocketOpen()
+	}
 	remove := p.cfg.Tracker.Add(tr)
 	defer remove()
 	res := relay.Relay(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{

@@ -134,6 +134,7 @@ func New(opts Options) (*Sidecar, error) {
 		Tracker:              s.tracker,
 		OnRecord:             s.onRecord,
 		OnFallback:           s.metrics.H2ExtendedConnectFallback,
+		OnWebSocketOpen:      s.metrics.WebSocketOpened,
 		Drainer:              s.drainer,
 		Limiter:              &httpproxy.Limiter{Max: int64(opts.MaxConnections)},
 	}
@@ -339,6 +340,9 @@ func (s *Sidecar) onRecord(rec *accesslog.Record, t *httpproxy.Target) {
 	}
 	if rec.Method == "" && rec.WebSocket == nil {
 		labels.RequestProtocol = "tcp"
+	}
+	if rec.WebSocket != nil {
+		s.metrics.WebSocketClosed()
 	}
 	s.metrics.Observe(rec, reporter, labels)
 }
