@@ -32,6 +32,9 @@ func init() {
 		maxHeadKB  int
 		drainGrace time.Duration
 		maxConns   int
+		intercept  bool
+		outPort    int
+		inPort     int
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
@@ -77,6 +80,9 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				H2Strict:             h2Strict,
 				DrainGrace:           drainGrace,
 				MaxConnections:       maxConns,
+				Intercept:            intercept,
+				OutboundPort:         outPort,
+				InboundPort:          inPort,
 				Limits:               h1.Limits{MaxHeadBytes: maxHeadKB << 10},
 			})
 			if err != nil {
@@ -102,6 +108,9 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.DurationVar(&idle, "idle-timeout", time.Hour, "close an idle keep-alive HTTP connection after this long")
 	f.BoolVar(&h2Strict, "h2-strict", false, "answer 503 instead of falling back to HTTP/1.1 when a peer does not allow extended CONNECT")
 	f.DurationVar(&drainGrace, "drain-grace", 5*time.Second, "on SIGTERM or POST /drain: how long open WebSockets may go on before they get close 1001 (Going Away)")
+	f.BoolVar(&intercept, "intercept", false, "serve connections redirected by iptables (wsmesh init-iptables) on --outbound-port and --inbound-port, routed by original destination")
+	f.IntVar(&outPort, "outbound-port", 15001, "with --intercept: where the app's redirected outbound connections arrive")
+	f.IntVar(&inPort, "inbound-port", 15006, "with --intercept: where peers' redirected inbound connections arrive")
 	f.IntVar(&maxConns, "max-connections", 0, "most downstream HTTP/1.1 connections served at once (0: unlimited); beyond it new ones get 503 with flag OM")
 	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	rootCmd.AddCommand(cmd)

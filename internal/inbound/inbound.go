@@ -18,6 +18,7 @@ import (
 	"github.com/wsmesh/wsmesh/internal/detect"
 	"github.com/wsmesh/wsmesh/internal/h1"
 	"github.com/wsmesh/wsmesh/internal/httpproxy"
+	"github.com/wsmesh/wsmesh/internal/intercept"
 	"github.com/wsmesh/wsmesh/internal/listener"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
@@ -94,9 +95,12 @@ func (in *Inbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 
 // serveTCP hands opaque bytes to the app unchanged.
 func (in *Inbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, r *router) {
+	in.relayToApp(ctx, c, br, r.target().Endpoints[0])
+}
+
+func (in *Inbound) relayToApp(ctx context.Context, c net.Conn, br *bufio.Reader, app string) {
 	defer c.Close()
 	d := net.Dialer{Timeout: in.cfg.ConnectTimeout}
-	app := r.target().Endpoints[0]
 	up, err := d.DialContext(ctx, "tcp", app)
 	if err != nil {
 		in.cfg.Logger.Warn("inbound TCP: local app unreachable", "app", app, "cause", err)
@@ -131,3 +135,71 @@ func (r *router) target() *httpproxy.Target {
 }
 
 func (r *router) Route(*h1.Request, net.Addr) (*httpproxy.Target, error) { return r.target(), nil }
+
+// ServeTransparent accepts peers' connections that iptables redirected to
+// ln (see package intercept) and hands each to the local app on the port it
+// was addressed to: the ingress defaultEndpoint a Sidecar declares for that
+// port, else 127.0.0.1:PORT ("inbound|PORT||", as Istio names it).
+func (in *Inbound) ServeTransparent(ctx, connCtx context.Context, ln net.Listener) error {
+	r := &transparentRouter{in: in}
+	pcfg := in.cfg.Proxy
+	pcfg.Router = r
+	proxy := httpproxy.New(pcfg)
+	defer proxy.Close()
+	h2 := in.newH2Server(proxy, nil)
+	defer h2.close()
+	stopH2 := context.AfterFunc(connCtx, h2.close)
+	defer stopH2()
+	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
+		dst, err := intercept.OriginalDst(c)
+		if err != nil {
+			in.cfg.Logger.Warn("inbound: no original destination; closing", "downstream", c.RemoteAddr().String(), "cause", err)
+			c.Close()
+			return
+		}
+		if local, ok := c.LocalAddr().(*net.TCPAddr); ok && local.AddrPort() == dst {
+			in.cfg.Logger.Warn("inbound: connection addressed to the inbound port itself, not redirected; closing", "downstream", c.RemoteAddr().String())
+			c.Close()
+			return
+		}
+		oc := &listener.OriginalConn{Conn: c, Original: net.TCPAddrFromAddrPort(dst)}
+		br := bufio.NewReaderSize(oc, 4096)
+		proto, err := detect.Detect(oc, br, in.cfg.DetectTimeout)
+		if err != nil {
+			c.Close()
+			return
+		}
+		switch proto {
+		case detect.HTTP1:
+			proxy.ServeH1(cctx, oc, br)
+		case detect.HTTP2:
+			h2.serve(cctx, oc, br)
+		default:
+			in.relayToApp(cctx, oc, br, r.target(oc.LocalAddr()).Endpoints[0])
+		}
+	}, in.cfg.Logger)
+}
+
+// transparentRouter sends a request to the app port it was addressed to.
+type transparentRouter struct{ in *Inbound }
+
+func (r *transparentRouter) target(local net.Addr) *httpproxy.Target {
+	port := 0
+	if ta, ok := local.(*net.TCPAddr); ok {
+		port = ta.Port
+	}
+	app := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if addr, _, ok := r.in.cfg.Snapshot().InboundTarget(r.in.cfg.Workload(), port); ok {
+		app = addr
+	}
+	return &httpproxy.Target{
+		RouteName:      "default",
+		Cluster:        fmt.Sprintf("inbound|%d||", port),
+		Endpoints:      []string{app},
+		ConnectTimeout: r.in.cfg.ConnectTimeout,
+	}
+}
+
+func (r *transparentRouter) Route(_ *h1.Request, local net.Addr) (*httpproxy.Target, error) {
+	return r.target(local), nil
+}

@@ -58,3 +58,22 @@ func Serve(ctx context.Context, connCtx context.Context, ln net.Listener, h Hand
 		}()
 	}
 }
+
+// OriginalConn is an intercepted connection whose LocalAddr is the address
+// the client connected to before an iptables redirect, as Envoy reports it
+// (downstream_local_address).
+type OriginalConn struct {
+	net.Conn
+	Original net.Addr
+}
+
+// LocalAddr returns the original destination.
+func (c *OriginalConn) LocalAddr() net.Addr { return c.Original }
+
+// CloseWrite half-closes the underlying TCP connection.
+func (c *OriginalConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

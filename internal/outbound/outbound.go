@@ -20,6 +20,7 @@ import (
 	"github.com/wsmesh/wsmesh/internal/detect"
 	"github.com/wsmesh/wsmesh/internal/h1"
 	"github.com/wsmesh/wsmesh/internal/httpproxy"
+	"github.com/wsmesh/wsmesh/internal/intercept"
 	"github.com/wsmesh/wsmesh/internal/listener"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
@@ -84,38 +85,55 @@ func (o *Outbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 // serveTCP relays a connection that is not HTTP/1.1 to the one service
 // that exposes the listener's port, as opaque bytes.
 func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l config.Listener, proto detect.Protocol) {
-	defer c.Close()
-	start := time.Now()
-	rec := &accesslog.Record{
-		StartTime: start, DownstreamLocalAddress: c.LocalAddr().String(), DownstreamRemoteAddress: c.RemoteAddr().String(),
-		UpstreamServiceTime: -1,
-	}
-	finish := func() {
-		rec.Duration = time.Since(start)
-		if rec.ResponseFlags == "" {
-			rec.ResponseFlags = "-"
-		}
-		if o.cfg.Proxy.Access != nil {
-			o.cfg.Proxy.Access.Log(rec)
-		}
-		if o.cfg.Proxy.OnRecord != nil {
-			o.cfg.Proxy.OnRecord(rec, nil)
-		}
-	}
 	cl, err := o.cfg.Snapshot().RouteFrom(o.cfg.Workload(), l.Port, "")
 	if err != nil || (cl.Protocol.IsHTTP() && proto != detect.TLS) {
+		rec := o.tcpRecord(c)
 		rec.ResponseFlags = accesslog.NoRouteFound.String()
 		rec.ConnectionTerminationDetails = fmt.Sprintf("no TCP route for %s on port %d", proto, l.Port)
 		o.cfg.Logger.Debug("no TCP route", "port", l.Port, "protocol", proto.String(), "cause", err)
-		finish()
+		c.Close()
+		o.finishTCP(rec)
 		return
 	}
-	rec.UpstreamCluster = cl.Name
-	eps, done := o.lb.Order(cl.Name, cl.Policy.LoadBalancer, endpointAddrs(cl))
+	o.relayTCP(ctx, c, br, cl.Name, endpointAddrs(cl), cl.Policy)
+}
+
+func (o *Outbound) tcpRecord(c net.Conn) *accesslog.Record {
+	return &accesslog.Record{
+		StartTime: time.Now(), DownstreamLocalAddress: c.LocalAddr().String(), DownstreamRemoteAddress: c.RemoteAddr().String(),
+		UpstreamServiceTime: -1,
+	}
+}
+
+func (o *Outbound) finishTCP(rec *accesslog.Record) {
+	rec.Duration = time.Since(rec.StartTime)
+	if rec.ResponseFlags == "" {
+		rec.ResponseFlags = "-"
+	}
+	if o.cfg.Proxy.Access != nil {
+		o.cfg.Proxy.Access.Log(rec)
+	}
+	if o.cfg.Proxy.OnRecord != nil {
+		o.cfg.Proxy.OnRecord(rec, nil)
+	}
+}
+
+// relayTCP connects to the first endpoint that accepts and relays bytes
+// both ways, writing one access-log line at the end.
+func (o *Outbound) relayTCP(ctx context.Context, c net.Conn, br *bufio.Reader, cluster string, endpoints []string, policy config.TrafficPolicy) {
+	defer c.Close()
+	rec := o.tcpRecord(c)
+	rec.UpstreamCluster = cluster
+	eps, done := o.lb.Order(cluster, policy.LoadBalancer, endpoints)
 	defer done()
+	timeout := policy.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
 	var up net.Conn
+	var err error
 	for _, addr := range eps {
-		d := net.Dialer{Timeout: cl.Policy.ConnectTimeout}
+		d := net.Dialer{Timeout: timeout}
 		if up, err = d.DialContext(ctx, "tcp", addr); err == nil {
 			rec.UpstreamHost = addr
 			break
@@ -128,18 +146,18 @@ func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l
 		} else {
 			rec.ResponseFlags = accesslog.UpstreamConnectionFailure.String()
 		}
-		finish()
+		o.finishTCP(rec)
 		return
 	}
 	rec.UpstreamLocalAddress = up.LocalAddr().String()
 	pre := make([]byte, br.Buffered())
 	_, _ = br.Read(pre)
-	res := relay.Relay(ctx, c, up, relay.Prefetched{Down: pre}, relay.Options{IdleTimeout: cl.Policy.IdleTimeout})
+	res := relay.Relay(ctx, c, up, relay.Prefetched{Down: pre}, relay.Options{IdleTimeout: policy.IdleTimeout})
 	rec.BytesReceived, rec.BytesSent = res.BytesDownToUp, res.BytesUpToDown
 	if res.Err != nil {
 		rec.ConnectionTerminationDetails = res.Err.Error()
 	}
-	finish()
+	o.finishTCP(rec)
 }
 
 func endpointAddrs(cl *config.Cluster) []string {
@@ -166,14 +184,78 @@ func (r *router) Route(req *h1.Request, _ net.Addr) (*httpproxy.Target, error) {
 		}
 		return nil, &httpproxy.LocalReply{Status: 503, Flag: accesslog.NoClusterFound, Details: "cluster_not_found", Body: err.Error()}
 	}
-	eps, done := r.o.lb.Order(cl.Name, cl.Policy.LoadBalancer, endpointAddrs(cl))
+	return r.o.target(cl), nil
+}
+
+// target is where requests to cluster cl go now.
+func (o *Outbound) target(cl *config.Cluster) *httpproxy.Target {
+	eps, done := o.lb.Order(cl.Name, cl.Policy.LoadBalancer, endpointAddrs(cl))
 	return &httpproxy.Target{
 		RouteName:      "default",
 		Cluster:        cl.Name,
 		Service:        cl.Host,
 		Endpoints:      eps,
 		ConnectTimeout: cl.Policy.ConnectTimeout,
-		H2:             cl.Policy.H2Upgrade && cl.Protocol.IsHTTP(),
+		H2:             cl.Policy.H2Upgrade, // resolved by config: the mesh default for HTTP ports, a DestinationRule's UPGRADE for any
 		Done:           done,
-	}, nil
+	}
+}
+
+// ServeTransparent accepts the app's connections that iptables redirected
+// to ln (see package intercept). Each is routed by its original
+// destination: a Service's cluster IP and port (HTTP is then proxied per
+// request, anything else relayed to the service's endpoints), or, when no
+// service has that address, passed through unchanged to the original
+// destination ("PassthroughCluster", as Istio calls it).
+func (o *Outbound) ServeTransparent(ctx, connCtx context.Context, ln net.Listener) error {
+	pcfg := o.cfg.Proxy
+	pcfg.Router = &transparentRouter{o: o}
+	proxy := httpproxy.New(pcfg)
+	defer proxy.Close()
+	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
+		dst, err := intercept.OriginalDst(c)
+		if err != nil {
+			o.cfg.Logger.Warn("outbound: no original destination; closing", "downstream", c.RemoteAddr().String(), "cause", err)
+			c.Close()
+			return
+		}
+		if local, ok := c.LocalAddr().(*net.TCPAddr); ok && local.AddrPort() == dst {
+			o.cfg.Logger.Warn("outbound: connection addressed to the outbound port itself, not redirected; closing", "downstream", c.RemoteAddr().String())
+			c.Close()
+			return
+		}
+		oc := &listener.OriginalConn{Conn: c, Original: net.TCPAddrFromAddrPort(dst)}
+		br := bufio.NewReaderSize(oc, 4096)
+		proto, err := detect.Detect(oc, br, o.cfg.DetectTimeout)
+		if err != nil {
+			c.Close()
+			return
+		}
+		cl, cerr := o.cfg.Snapshot().ClusterForAddress(dst.Addr(), int(dst.Port()))
+		switch {
+		case cerr == nil && proto == detect.HTTP1 && (cl.Protocol.IsHTTP() || cl.Protocol == config.ProtocolAuto):
+			proxy.ServeH1(cctx, oc, br)
+		case cerr == nil:
+			o.relayTCP(cctx, oc, br, cl.Name, endpointAddrs(cl), cl.Policy)
+		default:
+			o.relayTCP(cctx, oc, br, "PassthroughCluster", []string{dst.String()}, config.TrafficPolicy{})
+		}
+	}, o.cfg.Logger)
+}
+
+// transparentRouter routes by the original destination (the request's
+// local address): a service's cluster IP and port.
+type transparentRouter struct{ o *Outbound }
+
+func (r *transparentRouter) Route(req *h1.Request, local net.Addr) (*httpproxy.Target, error) {
+	ta, ok := local.(*net.TCPAddr)
+	if !ok {
+		return nil, &httpproxy.LocalReply{Status: 404, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: "no original destination"}
+	}
+	dst := ta.AddrPort()
+	cl, err := r.o.cfg.Snapshot().ClusterForAddress(dst.Addr().Unmap(), int(dst.Port()))
+	if err != nil {
+		return nil, &httpproxy.LocalReply{Status: 404, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: err.Error()}
+	}
+	return r.o.target(cl), nil
 }

@@ -54,6 +54,12 @@ type Options struct {
 	// starts before they are closed with 1001 (Going Away). Requests in
 	// flight finish meanwhile; the drain ends early once nothing is open.
 	DrainGrace time.Duration
+	// Intercept adds the transparent listeners of Kubernetes mode: the
+	// app's outbound connections redirected by iptables (wsmesh
+	// init-iptables) arrive on OutboundPort, peers' inbound ones on
+	// InboundPort, and each is routed by its original destination.
+	Intercept                 bool
+	OutboundPort, InboundPort int
 	// MaxConnections bounds the downstream HTTP/1.1 connections served at
 	// once across all listeners (0: unlimited); beyond it: 503, flag OM.
 	MaxConnections int
@@ -117,6 +123,12 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	if s.metrics == nil {
 		s.metrics = metrics.New()
+	}
+	if s.opts.OutboundPort == 0 {
+		s.opts.OutboundPort = 15001
+	}
+	if s.opts.InboundPort == 0 {
+		s.opts.InboundPort = 15006
 	}
 	s.snap.Store(snap)
 	s.workload.Store(w)
@@ -221,6 +233,14 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 	for _, l := range ins {
 		want[listenerKey("inbound", l)] = runningListener{l: l, side: "inbound"}
 	}
+	if s.opts.Intercept {
+		// Istio's virtual listeners: every redirected connection arrives
+		// here, on all addresses, and is routed by its original destination.
+		out := config.Listener{Name: "virtualOutbound", Bind: "", Port: s.opts.OutboundPort}
+		in := config.Listener{Name: "virtualInbound", Bind: "", Port: s.opts.InboundPort}
+		want[listenerKey("outbound-transparent", out)] = runningListener{l: out, side: "outbound-transparent"}
+		want[listenerKey("inbound-transparent", in)] = runningListener{l: in, side: "inbound-transparent"}
+	}
 	s.snap.Store(snap)
 	s.workload.Store(w)
 	if !initial {
@@ -255,10 +275,15 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 		go func() {
 			defer s.wg.Done()
 			var err error
-			if run.side == "outbound" {
+			switch run.side {
+			case "outbound":
 				err = s.out.Serve(lctx, connCtx, ln, run.l)
-			} else {
+			case "inbound":
 				err = s.in.Serve(lctx, connCtx, ln, run.l)
+			case "outbound-transparent":
+				err = s.out.ServeTransparent(lctx, connCtx, ln)
+			case "inbound-transparent":
+				err = s.in.ServeTransparent(lctx, connCtx, ln)
 			}
 			if err != nil {
 				s.log.Error("listener stopped", "address", ln.Addr().String(), "cause", err)
@@ -281,6 +306,9 @@ func listenWithRetry(addr string, initial bool) (net.Listener, error) {
 }
 
 func bindOf(l config.Listener) string {
+	if l.Bind == "" && (l.Name == "virtualOutbound" || l.Name == "virtualInbound") {
+		return "" // all addresses, IPv4 and IPv6
+	}
 	if l.Bind == "" {
 		return "0.0.0.0"
 	}
