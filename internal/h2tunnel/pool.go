@@ -262,8 +262,15 @@ func (p *Pool) dial(ctx context.Context, ep *endpoint) (*clientConn, error) {
 		maxHeaderList: 1 << 20,
 	}, p.log)
 	cc.role = cc
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		nc.Close()
+		return nil, ErrPoolClosed
+	}
+	p.wg.Add(1) // under p.mu: Close cannot be waiting yet
+	p.mu.Unlock()
 	cc.start()
-	p.wg.Add(1)
 	go cc.run()
 	if p.cfg.PingInterval > 0 || p.cfg.IdleConnTimeout > 0 {
 		cc.wg.Add(1)

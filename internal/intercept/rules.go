@@ -145,9 +145,9 @@ func RestoreInput(cfg Config, v6 bool) string {
 }
 
 func rules(cfg Config, v6 bool) []string {
-	loopback := "127.0.0.1/32"
+	loopback, passthroughSrc := "127.0.0.1/32", "127.0.0.6/32"
 	if v6 {
-		loopback = "::1/128"
+		loopback, passthroughSrc = "::1/128", "::6/128"
 	}
 	uid := strconv.Itoa(cfg.ProxyUID)
 	out := []string{"*nat"}
@@ -182,6 +182,9 @@ func rules(cfg Config, v6 bool) []string {
 	for _, p := range uniqueSorted(cfg.ExcludeOutboundPorts) {
 		add("-A %s -p tcp --dport %d -j RETURN", ChainOutput, p)
 	}
+	// Connections from the inbound passthrough source address (Istio's
+	// 127.0.0.6, used to reach the app on the pod address) go to the app.
+	add("-A %s -o lo -s %s -j RETURN", ChainOutput, passthroughSrc)
 	owners := []string{"--uid-owner " + uid}
 	if cfg.ProxyGID > 0 {
 		owners = append(owners, "--gid-owner "+strconv.Itoa(cfg.ProxyGID))

@@ -26,6 +26,7 @@ func TestRulesDefault(t *testing.T) {
 -A WSMESH_INBOUND -p tcp --dport 15006 -j RETURN
 -A WSMESH_INBOUND -p tcp -j WSMESH_IN_REDIRECT
 -A OUTPUT -p tcp -j WSMESH_OUTPUT
+-A WSMESH_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
 -A WSMESH_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 1337 -j WSMESH_IN_REDIRECT
 -A WSMESH_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
 -A WSMESH_OUTPUT -m owner --uid-owner 1337 -j RETURN
@@ -40,7 +41,7 @@ COMMIT`
 	}
 	v6 := strings.Join(Rules6(DefaultConfig()), "\n")
 	if strings.Contains(v6, "127.0.0.1") || !strings.Contains(v6, "-A WSMESH_OUTPUT -o lo ! -d ::1/128 -m owner --uid-owner 1337 -j WSMESH_IN_REDIRECT") ||
-		!strings.Contains(v6, "-A WSMESH_OUTPUT -d ::1/128 -j RETURN") {
+		!strings.Contains(v6, "-A WSMESH_OUTPUT -d ::1/128 -j RETURN") || !strings.Contains(v6, "-A WSMESH_OUTPUT -o lo -s ::6/128 -j RETURN") {
 		t.Errorf("Rules6 does not use the IPv6 loopback:\n%s", v6)
 	}
 	if in := RestoreInput(DefaultConfig(), false); in != want+"\n" {
