@@ -10,6 +10,8 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -65,8 +65,10 @@ func dial(t *testing.T, url string, opts *websocket.DialOptions) (*websocket.Con
 	return c, resp
 }
 
+// testCtx bounds one test. It is generous: a 16 MiB compressed echo
+// under the race detector on a loaded 2-core machine takes tens of seconds.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -233,7 +233,9 @@ func (o *Outbound) ServeTransparent(ctx, connCtx context.Context, ln net.Listene
 		}
 		cl, cerr := o.cfg.Snapshot().ClusterForAddress(dst.Addr(), int(dst.Port()))
 		switch {
-		case cerr == nil && proto == detect.HTTP1 && (cl.Protocol.IsHTTP() || cl.Protocol == config.ProtocolAuto):
+		case proto == detect.HTTP1 && (cerr != nil || cl.Protocol.IsHTTP() || cl.Protocol == config.ProtocolAuto):
+			// HTTP is routed per request: by address, else by Host name,
+			// else passed through to the original destination.
 			proxy.ServeH1(cctx, oc, br)
 		case cerr == nil:
 			o.relayTCP(cctx, oc, br, cl.Name, endpointAddrs(cl), cl.Policy)
@@ -253,9 +255,31 @@ func (r *transparentRouter) Route(req *h1.Request, local net.Addr) (*httpproxy.T
 		return nil, &httpproxy.LocalReply{Status: 404, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: "no original destination"}
 	}
 	dst := ta.AddrPort()
-	cl, err := r.o.cfg.Snapshot().ClusterForAddress(dst.Addr().Unmap(), int(dst.Port()))
+	snap := r.o.cfg.Snapshot()
+	cl, err := snap.ClusterForAddress(dst.Addr().Unmap(), int(dst.Port()))
 	if err != nil {
-		return nil, &httpproxy.LocalReply{Status: 404, Flag: accesslog.NoRouteFound, Details: "route_not_found", Body: err.Error()}
+		// An address no service has (no cluster IP in the configuration):
+		// the Host names the service, as Envoy's HTTP routes match it.
+		host := req.Headers.Get("Host")
+		if h, _, serr := net.SplitHostPort(host); serr == nil {
+			host = h
+		}
+		if host != "" && net.ParseIP(host) == nil {
+			cl, err = snap.RouteFrom(r.o.cfg.Workload(), int(dst.Port()), req.Headers.Get("Host"))
+		}
 	}
-	return r.o.target(cl), nil
+	if err != nil {
+		// Istio's outboundTrafficPolicy ALLOW_ANY: on to where the app
+		// was going.
+		return &httpproxy.Target{RouteName: "allow_any", Cluster: "PassthroughCluster", Endpoints: []string{dst.String()}}, nil
+	}
+	t := r.o.target(cl)
+	if len(t.Endpoints) == 0 {
+		// No endpoints known here: let the original destination (a
+		// cluster IP that kube-proxy translates) pick the pod, as Envoy's
+		// ORIGINAL_DST does.
+		t.Done()
+		t.Endpoints, t.Done = []string{dst.String()}, nil
+	}
+	return t, nil
 }
