@@ -13,6 +13,13 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 
+# h2spec, the HTTP/2 conformance suite, is a Go module: built once into
+# /tmp/h2specbin, where internal/h2tunnel's conformance test looks.
+if [ ! -x /tmp/h2specbin/h2spec ] && ! command -v h2spec >/dev/null 2>&1; then
+	echo "installing h2spec"
+	GOBIN=/tmp/h2specbin go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi

@@ -228,7 +228,23 @@ func TestControlFrameFlood(t *testing.T) {
 					break
 				}
 			}
-			time.Sleep(200 * time.Millisecond) // let the server read it all
+			// Wait until the server has detected the flood (its writes are
+			// still held back), then let it write.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				calm := false
+				for _, sc := range srv.snapshot() {
+					calm = calm || sc.calm.Load()
+				}
+				if calm {
+					break
+				}
+				if time.Now().After(deadline) {
+					close(gate)
+					t.Fatal("flood not detected")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			close(gate)
 			r.expectGoAway(http2.ErrCodeEnhanceYourCalm)
 			if err := <-done; err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {

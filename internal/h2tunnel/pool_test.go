@@ -469,7 +469,7 @@ func TestDeadlinesAndCancel(t *testing.T) {
 	}
 	// The server never reads: a write larger than its window blocks, then
 	// times out having written exactly the window.
-	st.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	st.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	n, err := st.Write(make([]byte, 8<<20))
 	if !errors.Is(err, errDeadline) || n != DefaultInitialStreamWindow {
 		t.Errorf("write past window: n=%d err=%v", n, err)
