@@ -279,6 +279,11 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
+	if sc, ok := d.src.(syscall.Conn); ok && d.bufSize == DefaultBufferSize {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return d.rawCopy(rc)
+		}
+	}
 	var buf []byte
 	if d.bufSize == DefaultBufferSize {
 		bp := bufPool.Get().(*[]byte)
@@ -482,5 +487,54 @@ func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, re
 func abort(c net.Conn) {
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = l.SetLinger(0)
+	}
+}
+
+// rawCopy is bufferCopy for a socket: it takes a pooled buffer only while a
+// read is being tried and gives it back before waiting for the next bytes,
+// so an idle relay (most WebSockets, most of the time) holds no buffer.
+// The read is the one net.Conn.Read would make; nothing is added per chunk.
+func (d *direction) rawCopy(rc syscall.RawConn) error {
+	for {
+		var bp *[]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			if bp == nil {
+				bp = bufPool.Get().(*[]byte)
+			}
+			for {
+				n, rerr = syscall.Read(int(fd), *bp)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				bufPool.Put(bp)
+				bp = nil
+				return false // park until readable, holding no buffer
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil || n <= 0 {
+			if bp != nil {
+				bufPool.Put(bp)
+			}
+			if err != nil {
+				return &SideError{d.srcSide, "read", err}
+			}
+			return nil // EOF
+		}
+		done, werr := d.writeChunk((*bp)[:n])
+		bufPool.Put(bp)
+		if werr != nil {
+			return werr
+		}
+		if done {
+			return nil // close handshake finished after going away
+		}
 	}
 }
