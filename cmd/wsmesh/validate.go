@@ -11,10 +11,10 @@ import (
 func init() {
 	var configs []string
 	cmd := &cobra.Command{
-		Use:   "validate --config DIR_OR_FILE",
+		Use:   "validate [--config] DIR_OR_FILE...",
 		Short: "Check configuration files and print every error and warning",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			configs := append(append([]string(nil), configs...), args...)
 			if len(configs) == 0 {
 				return &exitError{code: 2, err: fmt.Errorf("--config is required")}
 			}

@@ -39,7 +39,7 @@ func (p *Proxy) forwardH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 			var err error
 			if u, err = p.dial(ctx, t); err != nil {
 				lr := connectFailure(err)
-				rec.UpstreamTransportFailureReason = transportReason(err)
+				noteConnectFailure(rec, err)
 				p.writeLocalReply(c, lr, rec, body.Kind != h1.BodyNone || !keepAlive)
 				p.finish(rec, t)
 				return keepAlive && body.Kind == h1.BodyNone
@@ -208,12 +208,4 @@ func upstreamFailure(err error) *LocalReply {
 		Details: "upstream_reset_before_response_started{connection_termination}",
 		Body:    "upstream connect error or disconnect/reset before headers. reset reason: " + reason,
 	}
-}
-
-func transportReason(err error) string {
-	var ce *connectError
-	if errors.As(err, &ce) {
-		return ce.err.Error()
-	}
-	return ""
 }

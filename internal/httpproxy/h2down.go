@@ -83,7 +83,7 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 	rec.RouteName, rec.UpstreamCluster = t.RouteName, t.Cluster
 	u, err := p.dial(ctx, t)
 	if err != nil {
-		rec.UpstreamTransportFailureReason = transportReason(err)
+		noteConnectFailure(rec, err)
 		p.h2Reply(st, connectFailure(err), rec)
 		p.finish(rec, t)
 		return
@@ -169,7 +169,7 @@ func (p *Proxy) plainH2ToH1(ctx context.Context, st *h2tunnel.ServerStream, rec 
 	u := p.poolGet(t)
 	if u == nil {
 		if u, err = p.dial(ctx, t); err != nil {
-			rec.UpstreamTransportFailureReason = transportReason(err)
+			noteConnectFailure(rec, err)
 			p.h2Reply(st, connectFailure(err), rec)
 			p.finish(rec, t)
 			return

@@ -111,8 +111,9 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 	if lastErr == nil {
 		lastErr = errors.New("no endpoint")
 	}
-	rec.UpstreamTransportFailureReason = lastErr.Error()
-	p.writeLocalReply(c, connectFailure(&connectError{addr: t.Endpoints[len(t.Endpoints)-1], err: lastErr}), rec, true)
+	cerr := &connectError{addr: t.Endpoints[len(t.Endpoints)-1], err: lastErr}
+	noteConnectFailure(rec, cerr)
+	p.writeLocalReply(c, connectFailure(cerr), rec, true)
 	p.finish(rec, t)
 	return true, false
 }
@@ -165,8 +166,9 @@ func (p *Proxy) forwardPlainOverH2(ctx context.Context, c net.Conn, br *bufio.Re
 		lastErr = err
 	}
 	if st == nil {
-		rec.UpstreamTransportFailureReason = lastErr.Error()
-		p.writeLocalReply(c, connectFailure(&connectError{addr: t.Endpoints[len(t.Endpoints)-1], err: lastErr}), rec, body.Kind != h1.BodyNone || !keepAlive)
+		cerr := &connectError{addr: t.Endpoints[len(t.Endpoints)-1], err: lastErr}
+		noteConnectFailure(rec, cerr)
+		p.writeLocalReply(c, connectFailure(cerr), rec, body.Kind != h1.BodyNone || !keepAlive)
 		p.finish(rec, t)
 		return keepAlive && body.Kind == h1.BodyNone
 	}

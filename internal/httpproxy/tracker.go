@@ -23,7 +23,7 @@ type Tracker struct {
 // Tracked is one open request or WebSocket.
 type Tracked struct {
 	ID         uint64
-	Reporter   string // "outbound" or "inbound"
+	Reporter   string // "source" (outbound side) or "destination" (inbound side), as Istio's reporter label
 	Kind       string // "http" or "websocket"
 	Protocol   string
 	Start      time.Time

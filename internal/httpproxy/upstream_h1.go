@@ -153,3 +153,13 @@ func connectFailure(err error) *LocalReply {
 		Body:    "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: " + reason,
 	}
 }
+
+// noteConnectFailure records which endpoint could not be reached and why,
+// as Envoy logs upstream_host and upstream_transport_failure_reason.
+func noteConnectFailure(rec *accesslog.Record, err error) {
+	var ce *connectError
+	if errors.As(err, &ce) {
+		rec.UpstreamHost = ce.addr
+		rec.UpstreamTransportFailureReason = ce.err.Error()
+	}
+}

@@ -35,7 +35,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	}
 	u, err := p.dial(ctx, t)
 	if err != nil {
-		rec.UpstreamTransportFailureReason = transportReason(err)
+		noteConnectFailure(rec, err)
 		p.writeLocalReply(c, connectFailure(err), rec, true)
 		p.finish(rec, t)
 		return false

@@ -228,9 +228,9 @@ func (d *direction) injectLocked() {
 	d.wantClose = nil
 	d.closeSent = true
 	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := d.dst.Write(frame); err == nil {
-		d.wrote(len(frame))
-	}
+	// Not counted: the byte counts are what the peers sent (the access
+	// log's bytes_received and bytes_sent), not what wsmesh added.
+	_, _ = d.dst.Write(frame)
 }
 
 // writeChunk writes p to dst and feeds the observer, splitting p at a frame
@@ -242,6 +242,7 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 	defer d.mu.Unlock()
 	for len(p) > 0 {
 		if d.closeSent {
+			d.wrote(len(p)) // received from the peer, though dropped
 			if d.obs != nil {
 				d.obs.Feed(p)
 				_, _, ok := d.obs.Close()
