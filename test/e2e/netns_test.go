@@ -572,9 +572,10 @@ func TestInterceptionInNetns(t *testing.T) {
 	// The ConfigMap shipped in deploy/kubernetes, with the workload names
 	// wsmesh inject gives the guide's Deployments. It has no cluster IPs
 	// or pod addresses (Kubernetes assigns them), so the client sidecar
-	// passes the connection through to its original destination, which
-	// kube-proxy translates; a DNAT rule in the client pod plays
-	// kube-proxy here. The server sidecar still sees HTTP/1.1.
+	// routes the request by its Host to the service's cluster and, having
+	// no endpoints for it, sends it to the original destination, which
+	// kube-proxy translates (Envoy's ORIGINAL_DST); a DNAT rule in the
+	// client pod plays kube-proxy here. The server sidecar sees HTTP/1.1.
 	t.Run("deploy-configmap", func(t *testing.T) {
 		config := m.writeDeployConfigMap(t, "wsmesh-config-http1.yaml")
 		m.kubeProxyDNAT(t, m.client, serverSvcIP+":8080", serverPodIP+":80")
@@ -586,7 +587,7 @@ func TestInterceptionInNetns(t *testing.T) {
 		t.Logf("client sidecar: %v", clientLog)
 		t.Logf("server sidecar: %v", serverLog)
 		checkFields(t, "client", clientLog, map[string]any{
-			"upstream_cluster":         "PassthroughCluster",
+			"upstream_cluster":         "outbound|8080||websockets-server.default.svc.cluster.local",
 			"upstream_host":            serverSvcIP + ":8080",
 			"downstream_local_address": serverSvcIP + ":8080",
 		})
