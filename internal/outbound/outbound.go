@@ -73,8 +73,10 @@ func (o *Outbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 			c.Close()
 			return
 		}
-		switch proto {
-		case detect.HTTP1:
+		switch {
+		case proto == detect.HTTP1, l.Protocol.IsHTTP() && br.Buffered() == 0:
+			// (A client silent past detection on an HTTP port is held to
+			// HTTP's own idle and header timeouts.)
 			proxy.ServeH1(cctx, c, br)
 		default:
 			o.serveTCP(cctx, c, br, l, proto)
@@ -86,6 +88,22 @@ func (o *Outbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 // that exposes the listener's port, as opaque bytes.
 func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l config.Listener, proto detect.Protocol) {
 	cl, err := o.cfg.Snapshot().RouteFrom(o.cfg.Workload(), l.Port, "")
+	if (l.Protocol.IsHTTP() || (err == nil && cl.Protocol.IsHTTP())) && proto == detect.Opaque && br.Buffered() > 0 {
+		// Bytes that are no HTTP request on an HTTP port: say so, as an
+		// HTTP server would, rather than close without a word.
+		rec := o.tcpRecord(c)
+		rec.Protocol = "HTTP/1.1"
+		rec.ResponseCode = 400
+		rec.ResponseFlags = accesslog.DownstreamProtocolError.String()
+		rec.ResponseCodeDetails = "http1.codec_error"
+		body := "not an HTTP/1.1 request on an HTTP port\n"
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s", len(body), body)
+		rec.BytesSent = int64(len(body))
+		c.Close()
+		o.finishTCP(rec)
+		return
+	}
 	if err != nil || (cl.Protocol.IsHTTP() && proto != detect.TLS) {
 		rec := o.tcpRecord(c)
 		rec.ResponseFlags = accesslog.NoRouteFound.String()
