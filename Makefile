@@ -26,3 +26,8 @@ fuzz:
 	./scripts/fuzz-short.sh $(FUZZTIME)
 
 test: deps lint unit fuzz
+
+.PHONY: bench-compare
+# bench-compare measures wsmesh against HAProxy, nginx and nghttpx on loopback (installs missing peers).
+bench-compare:
+	./bench/compare.sh $(BENCH_ARGS)
