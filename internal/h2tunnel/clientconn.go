@@ -283,6 +283,10 @@ func (st *Stream) Read(p []byte) (int, error) { return st.s.read(p) }
 // Write sends request body bytes.
 func (st *Stream) Write(p []byte) (int, error) { return st.s.write(p) }
 
+// WaitReadable blocks until Read would return without blocking, consuming
+// nothing, so a relay need not hold a buffer while the stream is idle.
+func (st *Stream) WaitReadable() error { return st.s.waitReadable() }
+
 // CloseWrite ends the request body (END_STREAM); reading continues.
 func (st *Stream) CloseWrite() error { return st.s.closeWrite() }
 

@@ -455,6 +455,10 @@ func (ss *ServerStream) Protocol() string { return "HTTP/2" }
 // *StreamError after a reset, an ErrConnLost error if the connection died.
 func (ss *ServerStream) Read(p []byte) (int, error) { return ss.s.read(p) }
 
+// WaitReadable blocks until Read would return without blocking, consuming
+// nothing, so a relay need not hold a buffer while the stream is idle.
+func (ss *ServerStream) WaitReadable() error { return ss.s.waitReadable() }
+
 // WriteResponse queues the response HEADERS; endStream ends the stream
 // (no body).
 func (ss *ServerStream) WriteResponse(status int, header []hpack.HeaderField, endStream bool) error {

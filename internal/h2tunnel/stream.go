@@ -165,6 +165,33 @@ func (st *stream) read(p []byte) (int, error) {
 	}
 }
 
+// waitReadable blocks until read would not block: data is buffered, the
+// stream ended or failed, or the read deadline passed. It consumes nothing.
+func (st *stream) waitReadable() error {
+	for {
+		st.mu.Lock()
+		if st.localClosed {
+			st.mu.Unlock()
+			return ErrStreamClosed
+		}
+		if st.buf.Len() > 0 || st.rerr != nil {
+			st.mu.Unlock()
+			return nil
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.rnotify:
+		case <-st.rdl.wait():
+			st.mu.Lock()
+			more := st.buf.Len() > 0 || st.rerr != nil
+			st.mu.Unlock()
+			if !more {
+				return os.ErrDeadlineExceeded
+			}
+		}
+	}
+}
+
 func (st *stream) write(p []byte) (int, error) {
 	st.wmu.Lock() // one Write at a time per stream
 	defer st.wmu.Unlock()

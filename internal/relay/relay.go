@@ -285,6 +285,9 @@ func (d *direction) bufferCopy() error {
 			return d.rawCopy(rc)
 		}
 	}
+	if w, ok := d.src.(readWaiter); ok && d.bufSize == DefaultBufferSize {
+		return d.waitCopy(w)
+	}
 	var buf []byte
 	if d.bufSize == DefaultBufferSize {
 		bp := bufPool.Get().(*[]byte)
@@ -536,6 +539,42 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 		}
 		if done {
 			return nil // close handshake finished after going away
+		}
+	}
+}
+
+// readWaiter is a source that can wait for bytes without a buffer, such as
+// an HTTP/2 stream.
+type readWaiter interface {
+	WaitReadable() error
+}
+
+// waitCopy is bufferCopy for a readWaiter: like rawCopy, it holds a pooled
+// buffer only while bytes are there to read.
+func (d *direction) waitCopy(w readWaiter) error {
+	for {
+		if err := w.WaitReadable(); err != nil {
+			return &SideError{d.srcSide, "read", err}
+		}
+		bp := bufPool.Get().(*[]byte)
+		n, rerr := d.src.Read(*bp)
+		if n > 0 {
+			done, werr := d.writeChunk((*bp)[:n])
+			bufPool.Put(bp)
+			if werr != nil {
+				return werr
+			}
+			if done {
+				return nil // close handshake finished after going away
+			}
+		} else {
+			bufPool.Put(bp)
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &SideError{d.srcSide, "read", rerr}
 		}
 	}
 }
