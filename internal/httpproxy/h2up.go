@@ -100,7 +100,7 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 			Subprotocol: resp.Headers.Get("Sec-WebSocket-Protocol"),
 			Extensions:  resp.Headers.Get("Sec-WebSocket-Extensions"),
 		}
-		p.relayWebSocket(ctx, c, takeBuffered(br), st, nil, rec, t)
+		p.relayWebSocket(ctx, c, takeDownstream(br), st, nil, rec, t)
 		return true, false
 	}
 	if len(fallback) > 0 {

@@ -98,7 +98,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 		Subprotocol: resp.Headers.Get("Sec-WebSocket-Protocol"),
 		Extensions:  resp.Headers.Get("Sec-WebSocket-Extensions"),
 	}
-	downPre := takeBuffered(br)
+	downPre := takeDownstream(br)
 	upPre := takeBuffered(u.br)
 	u.release()
 	p.relayWebSocket(ctx, c, downPre, u.Conn, upPre, rec, t)
@@ -127,6 +127,16 @@ func (p *Proxy) relayRejectedUpgrade(c net.Conn, u *upConn, req *h1.Request, res
 	}
 	p.finish(rec, t)
 	return false
+}
+
+// takeDownstream takes the bytes the downstream connection's reader holds
+// past the upgrade head and then empties the reader, so its buffer is not
+// kept alive for the life of the WebSocket. The connection speaks no more
+// HTTP: nothing reads from br afterwards.
+func takeDownstream(br *bufio.Reader) []byte {
+	b := takeBuffered(br)
+	*br = bufio.Reader{}
+	return b
 }
 
 // takeBuffered copies out the bytes br read past the head. The caller

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -55,6 +56,12 @@ func (s *Sidecar) startAdmin(ctx context.Context, done chan<- struct{}) error {
 		})
 	})
 	mux.Handle("GET /stats/prometheus", s.metrics.Handler())
+	// Go's profiler, for CPU and memory questions (the admin port binds
+	// loopback by default).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
 		s.Drain()
 		_, _ = w.Write([]byte("draining: readiness is now false; the sidecar exits when drained\n"))
