@@ -18,7 +18,6 @@ import (
 	"github.com/wsmesh/wsmesh/internal/detect"
 	"github.com/wsmesh/wsmesh/internal/h1"
 	"github.com/wsmesh/wsmesh/internal/httpproxy"
-	"github.com/wsmesh/wsmesh/internal/intercept"
 	"github.com/wsmesh/wsmesh/internal/listener"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
@@ -151,22 +150,8 @@ func (in *Inbound) ServeTransparent(ctx, connCtx context.Context, ln net.Listene
 	stopH2 := context.AfterFunc(connCtx, h2.close)
 	defer stopH2()
 	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
-		dst, err := intercept.OriginalDst(c)
-		if err != nil {
-			in.cfg.Logger.Warn("inbound: no original destination; closing", "downstream", c.RemoteAddr().String(), "cause", err)
-			c.Close()
-			return
-		}
-		if local, ok := c.LocalAddr().(*net.TCPAddr); ok && local.AddrPort() == dst {
-			in.cfg.Logger.Warn("inbound: connection addressed to the inbound port itself, not redirected; closing", "downstream", c.RemoteAddr().String())
-			c.Close()
-			return
-		}
-		oc := &listener.OriginalConn{Conn: c, Original: net.TCPAddrFromAddrPort(dst)}
-		br := bufio.NewReaderSize(oc, 4096)
-		proto, err := detect.Detect(oc, br, in.cfg.DetectTimeout)
-		if err != nil {
-			c.Close()
+		oc, br, proto, ok := listener.Intercepted(c, in.cfg.DetectTimeout, in.cfg.Logger.With("side", "inbound"))
+		if !ok {
 			return
 		}
 		switch proto {

@@ -4,12 +4,16 @@
 package listener
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/wsmesh/wsmesh/internal/detect"
+	"github.com/wsmesh/wsmesh/internal/intercept"
 )
 
 // Handler serves one accepted connection and closes it.
@@ -76,4 +80,31 @@ func (c *OriginalConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
+}
+
+// Intercepted prepares a connection an iptables REDIRECT sent to a
+// transparent listener: it recovers the original destination (see
+// package intercept) and detects the protocol from the first bytes. It
+// closes c and reports false when there is no original destination, or
+// when c was addressed to the listener itself (nothing to route it to).
+func Intercepted(c net.Conn, detectTimeout time.Duration, log *slog.Logger) (*OriginalConn, *bufio.Reader, detect.Protocol, bool) {
+	dst, err := intercept.OriginalDst(c)
+	if err != nil {
+		log.Warn("no original destination; closing", "downstream", c.RemoteAddr().String(), "cause", err)
+		c.Close()
+		return nil, nil, 0, false
+	}
+	if local, ok := c.LocalAddr().(*net.TCPAddr); ok && local.AddrPort() == dst {
+		log.Warn("connection addressed to the transparent port itself, not redirected; closing", "downstream", c.RemoteAddr().String())
+		c.Close()
+		return nil, nil, 0, false
+	}
+	oc := &OriginalConn{Conn: c, Original: net.TCPAddrFromAddrPort(dst)}
+	br := bufio.NewReaderSize(oc, 4096)
+	proto, err := detect.Detect(oc, br, detectTimeout)
+	if err != nil {
+		c.Close()
+		return nil, nil, 0, false
+	}
+	return oc, br, proto, true
 }

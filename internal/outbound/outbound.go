@@ -20,7 +20,6 @@ import (
 	"github.com/wsmesh/wsmesh/internal/detect"
 	"github.com/wsmesh/wsmesh/internal/h1"
 	"github.com/wsmesh/wsmesh/internal/httpproxy"
-	"github.com/wsmesh/wsmesh/internal/intercept"
 	"github.com/wsmesh/wsmesh/internal/listener"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
@@ -231,24 +230,11 @@ func (o *Outbound) ServeTransparent(ctx, connCtx context.Context, ln net.Listene
 	proxy := httpproxy.New(pcfg)
 	defer proxy.Close()
 	return listener.Serve(ctx, connCtx, ln, func(cctx context.Context, c net.Conn) {
-		dst, err := intercept.OriginalDst(c)
-		if err != nil {
-			o.cfg.Logger.Warn("outbound: no original destination; closing", "downstream", c.RemoteAddr().String(), "cause", err)
-			c.Close()
+		oc, br, proto, ok := listener.Intercepted(c, o.cfg.DetectTimeout, o.cfg.Logger.With("side", "outbound"))
+		if !ok {
 			return
 		}
-		if local, ok := c.LocalAddr().(*net.TCPAddr); ok && local.AddrPort() == dst {
-			o.cfg.Logger.Warn("outbound: connection addressed to the outbound port itself, not redirected; closing", "downstream", c.RemoteAddr().String())
-			c.Close()
-			return
-		}
-		oc := &listener.OriginalConn{Conn: c, Original: net.TCPAddrFromAddrPort(dst)}
-		br := bufio.NewReaderSize(oc, 4096)
-		proto, err := detect.Detect(oc, br, o.cfg.DetectTimeout)
-		if err != nil {
-			c.Close()
-			return
-		}
+		dst := oc.Original.(*net.TCPAddr).AddrPort()
 		cl, cerr := o.cfg.Snapshot().ClusterForAddress(dst.Addr(), int(dst.Port()))
 		switch {
 		case proto == detect.HTTP1 && (cerr != nil || cl.Protocol.IsHTTP() || cl.Protocol == config.ProtocolAuto):
