@@ -11,6 +11,7 @@ import (
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/h2tunnel"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
 
@@ -184,9 +185,13 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		rec.ConnectionTerminationDetails = "websocket idle timeout"
 	case res.Err != nil:
 		var se *relay.SideError
-		if errors.As(res.Err, &se) && se.Side == relay.SideUpstream {
+		var reset *h2tunnel.StreamError
+		switch {
+		case errors.As(res.Err, &se) && se.Side == relay.SideUpstream && errors.As(res.Err, &reset) && reset.Remote:
+			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.UpstreamRemoteReset)
+		case errors.As(res.Err, &se) && se.Side == relay.SideUpstream:
 			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.UpstreamConnectionTermination)
-		} else {
+		default:
 			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 		}
 		rec.ConnectionTerminationDetails = res.Err.Error()
@@ -214,6 +219,14 @@ func observeInto(ws *accesslog.WebSocket, res relay.Result) {
 		upCode, upReason, upClose = res.Up.Close()
 	}
 	switch {
+	case res.Lost != relay.SideNone:
+		// A peer's connection failed and wsmesh told the other one why.
+		ws.ClosedBy = res.Lost.String()
+		if res.Lost == relay.SideUpstream {
+			ws.CloseCode, ws.CloseReason = 1014, "upstream connection lost"
+		} else {
+			ws.CloseCode, ws.CloseReason = 1001, "downstream connection lost"
+		}
 	case downClose && upClose:
 		if res.Up.LastActivity().Before(res.Down.LastActivity()) {
 			ws.ClosedBy, ws.CloseCode, ws.CloseReason = "upstream", upCode, upReason

@@ -124,6 +124,11 @@ type Result struct {
 	// close frames written to the peers.
 	WentAway  bool
 	CloseSent int
+	// Lost is the side whose connection failed when the other peer was
+	// told so with a close frame (1014 "upstream connection lost" to the
+	// downstream peer, 1001 "downstream connection lost" to the upstream
+	// peer); SideNone otherwise.
+	Lost Side
 }
 
 // SideError is a read or write failure on one end of the relay.
@@ -194,13 +199,13 @@ func (d *direction) wrote(n int) {
 // copy moves bytes until EOF (nil) or failure (*SideError).
 func (d *direction) copy() error {
 	if len(d.pre) > 0 {
+		if d.obs != nil {
+			d.obs.Feed(d.pre)
+		}
 		if _, err := d.dst.Write(d.pre); err != nil {
 			return &SideError{d.other(), "write", err}
 		}
 		d.wrote(len(d.pre))
-		if d.obs != nil {
-			d.obs.Feed(d.pre)
-		}
 	}
 	if d.splice {
 		return spliceCopy(d)
@@ -220,6 +225,28 @@ func (d *direction) goAway(frame []byte) {
 	if d.obs.ToBoundary() == 0 {
 		d.injectLocked()
 	}
+}
+
+// closeBadGateway is close code 1014 (Bad Gateway, RFC 6455 registry): a
+// proxy's upstream failed.
+const closeBadGateway = 1014
+
+// sayGoodbye writes frame to d's destination when that peer should hear
+// why its connection ends: d's stream stands at a frame boundary and no
+// close frame has gone its way yet. It reports whether it wrote.
+func (d *direction) sayGoodbye(frame []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.obs == nil || d.closeSent || d.obs.ToBoundary() != 0 {
+		return false
+	}
+	if _, _, sent := d.obs.Close(); sent {
+		return false // the peer already had a close frame from the other side
+	}
+	d.closeSent = true
+	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := d.dst.Write(frame)
+	return err == nil
 }
 
 // injectLocked writes the pending close frame.
@@ -263,13 +290,15 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 				k = int(tb)
 			}
 		}
+		// Observe before writing: the answer the other peer sends to these
+		// bytes must not be observed (and timestamped) before them.
+		if d.obs != nil {
+			d.obs.Feed(p[:k])
+		}
 		if _, werr := d.dst.Write(p[:k]); werr != nil {
 			return false, &SideError{d.other(), "write", werr}
 		}
 		d.wrote(k)
-		if d.obs != nil {
-			d.obs.Feed(p[:k])
-		}
 		p = p[k:]
 	}
 	if d.wantClose != nil && d.obs.ToBoundary() == 0 {
@@ -406,7 +435,19 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 	// An idle WebSocket is closed like a server going away, with a reason
 	// naming the timeout, rather than cut.
 	onIdle := func() <-chan time.Time { return goAway(wsobserve.CloseGoingAway, "idle timeout") }
-	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, onAway, onIdle, down, up, &res)
+	// When one peer's connection fails, tell the other in WebSocket terms
+	// (a close frame at a frame boundary) rather than only cutting TCP, so a
+	// browser sees 1014 Bad Gateway (or the server 1001) instead of 1006.
+	farewell := func(failed Side) bool {
+		if res.Down == nil || res.Down.Violation() != wsobserve.NoViolation || res.Up.Violation() != wsobserve.NoViolation {
+			return false // not a WebSocket stream we can speak in
+		}
+		if failed == SideUpstream {
+			return u2d.sayGoodbye(wsobserve.CloseFrame(closeBadGateway, "upstream connection lost", false))
+		}
+		return d2u.sayGoodbye(wsobserve.CloseFrame(wsobserve.CloseGoingAway, "downstream connection lost", true))
+	}
+	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, onAway, onIdle, farewell, down, up, &res)
 	for _, d := range []*direction{u2d, d2u} {
 		if d.closeSent {
 			res.CloseSent++
@@ -422,9 +463,10 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // context end, idle timeout or an EOF that cannot be half-closed. It reports
 // whether the idle timeout fired.
 func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, rearm func() bool,
-	away <-chan struct{}, onAway, onIdle func() <-chan time.Time, down, up net.Conn, res *Result) (idleTimedOut bool) {
+	away <-chan struct{}, onAway, onIdle func() <-chan time.Time, farewell func(failed Side) bool,
+	down, up net.Conn, res *Result) (idleTimedOut bool) {
 	var awayTimeout <-chan time.Time
-	closed := false
+	closed, saidGoodbye := false, false
 	closeBoth := func() {
 		if !closed {
 			closed = true
@@ -447,9 +489,25 @@ func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, re
 				}
 			case !closed:
 				// The first real error; errors after we closed are our own doing.
-				res.Err = d.err
+				if res.Err == nil {
+					res.Err = d.err
+				}
 				var se *SideError
-				if errors.As(d.err, &se) && errors.Is(se.Err, syscall.ECONNRESET) {
+				if !saidGoodbye && errors.As(d.err, &se) && farewell(se.Side) {
+					// Told the surviving peer why, in WebSocket terms. Close the
+					// failed side only and give the survivor a moment to answer
+					// (closing with its answer unread would reset it).
+					saidGoodbye = true
+					res.Lost = se.Side
+					if se.Side == SideDownstream {
+						down.Close()
+					} else {
+						up.Close()
+					}
+					awayTimeout = time.After(2 * time.Second)
+					continue
+				}
+				if errors.As(d.err, &se) && errors.Is(se.Err, syscall.ECONNRESET) && !saidGoodbye {
 					// Pass the reset on to the other peer.
 					if se.Side == SideDownstream {
 						abort(up)

@@ -593,3 +593,58 @@ func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
 	}
 	<-writerDone
 }
+
+func TestUpstreamLossSendsBadGatewayClose(t *testing.T) {
+	h := setup(t, mode{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, msg, err := c.Read(r.Context())
+		if err == nil {
+			_ = c.Write(r.Context(), typ, msg)
+		}
+		<-r.Context().Done()
+	})}
+	ln := &oneConnListener{c: h.server, done: make(chan struct{})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	dialDone := make(chan struct{})
+	var c *websocket.Conn
+	var dialErr error
+	go func() {
+		defer close(dialDone)
+		c, _, dialErr = websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: &http.Transport{
+				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
+			}},
+		})
+	}()
+	proxyWebSocket(t, h, Options{Observe: true})
+	<-dialDone
+	if dialErr != nil {
+		t.Fatal(dialErr)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The upstream vanishes with a reset: the client hears why.
+	_ = h.server.SetLinger(0)
+	h.server.Close()
+	_, _, err := c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1014 || ce.Reason != "upstream connection lost" {
+		t.Fatalf("client saw %v, want close 1014", err)
+	}
+	r := h.wait(t)
+	if r.CloseSent != 1 {
+		t.Fatalf("result %+v", r)
+	}
+}

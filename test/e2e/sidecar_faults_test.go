@@ -274,9 +274,19 @@ func TestSidecarClientVanishes(t *testing.T) {
 		if !strings.Contains(logStr(cli, "response_flags"), "DC") || logStr(cli, "connection_termination_details") == "" {
 			t.Errorf("client line after RST: want DC and a termination detail:\n%s", dumpLogLines([]map[string]any{cli}))
 		}
+		// The client sidecar tells the server side in WebSocket terms (close
+		// 1001 "downstream connection lost", a masked 34-byte frame) instead
+		// of passing the reset on, so the server line has that close.
+		const farewell = 2 + 4 + 2 + len("downstream connection lost")
 		for side, rec := range map[string]map[string]any{"client": cli, "server": srv} {
-			if logStr(rec, "websocket_closed_by") != "downstream" || rec["websocket_close_code"] != nil ||
-				logNum(rec, "bytes_received") != 11 || logNum(rec, "bytes_sent") != 7 || logNum(rec, "response_code") != 101 ||
+			// Both lines carry the 1001 the client sidecar sent for the lost client.
+			wantReceived, wantSent := int64(11), int64(7)
+			if side == "server" {
+				// ...and the app answers that close with its own (unmasked).
+				wantReceived, wantSent = int64(11+farewell), int64(7+farewell-4)
+			}
+			if logStr(rec, "websocket_closed_by") != "downstream" || logNum(rec, "websocket_close_code") != 1001 ||
+				logNum(rec, "bytes_received") != wantReceived || logNum(rec, "bytes_sent") != wantSent || logNum(rec, "response_code") != 101 ||
 				logStr(rec, "user_agent") != "e2e-raw" {
 				t.Errorf("%s line after RST:\n%s", side, dumpLogLines([]map[string]any{rec}))
 			}
