@@ -27,8 +27,13 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 		return
 	}
 	defer p.cfg.Limiter.Release()
+	// A new connection must send its first request within the header-read
+	// timeout: a silent one does not hold a connection slot for the whole
+	// keep-alive idle timeout.
+	wait := p.cfg.HeaderReadTimeout
 	for ctx.Err() == nil && !p.cfg.Drainer.Draining() {
-		_ = c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		wait = p.cfg.IdleTimeout
 		// A drain closes an idle keep-alive connection at once.
 		stopIdle := context.AfterFunc(p.cfg.Drainer.Context(), func() { _ = c.SetReadDeadline(time.Now()) })
 		_, err := br.Peek(1)

@@ -50,6 +50,11 @@ func New(cfg Config) *Inbound {
 	if cfg.DetectTimeout <= 0 {
 		cfg.DetectTimeout = 5 * time.Second
 	}
+	// Detection counts against the time a client has to send its request
+	// head; never wait longer for the first bytes than for a whole head.
+	if h := cfg.Proxy.HeaderReadTimeout; h > 0 && h < cfg.DetectTimeout {
+		cfg.DetectTimeout = h
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}

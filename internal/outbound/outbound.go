@@ -52,6 +52,11 @@ func New(cfg Config) *Outbound {
 	if cfg.DetectTimeout <= 0 {
 		cfg.DetectTimeout = 5 * time.Second
 	}
+	// Detection counts against the time a client has to send its request
+	// head; never wait longer for the first bytes than for a whole head.
+	if h := cfg.Proxy.HeaderReadTimeout; h > 0 && h < cfg.DetectTimeout {
+		cfg.DetectTimeout = h
+	}
 	cfg.Proxy.Reporter = "source"
 	return &Outbound{cfg: cfg, lb: balancer.New()}
 }

@@ -83,7 +83,6 @@ func (s *Sidecar) startAdmin(ctx context.Context, done chan<- struct{}) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}
-	context.AfterFunc(ctx, s.stopAdmin)
 	s.log.Info("admin listening", "address", ln.Addr().String())
 	return nil
 }

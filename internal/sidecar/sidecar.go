@@ -196,6 +196,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			cancelConns()
 			s.wg.Wait()
 			s.h2.Close()
+			s.stopAdmin()
 			<-adminDone
 			return nil
 		case <-s.drainReq:
