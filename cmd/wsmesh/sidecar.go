@@ -32,6 +32,7 @@ func init() {
 		maxHeadKB  int
 		drainGrace time.Duration
 		maxConns   int
+		maxStreams int
 		intercept  bool
 		outPort    int
 		inPort     int
@@ -80,6 +81,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				H2Strict:             h2Strict,
 				DrainGrace:           drainGrace,
 				MaxConnections:       maxConns,
+				MaxConcurrentStreams: maxStreams,
 				Intercept:            intercept,
 				OutboundPort:         outPort,
 				InboundPort:          inPort,
@@ -111,6 +113,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.BoolVar(&intercept, "intercept", false, "serve connections redirected by iptables (wsmesh init-iptables) on --outbound-port and --inbound-port, routed by original destination")
 	f.IntVar(&outPort, "outbound-port", 15001, "with --intercept: where the app's redirected outbound connections arrive")
 	f.IntVar(&inPort, "inbound-port", 15006, "with --intercept: where peers' redirected inbound connections arrive")
+	f.IntVar(&maxStreams, "max-concurrent-streams", 1000, "most streams (WebSockets, requests) a peer may open on one inbound HTTP/2 connection; REFUSED_STREAM beyond")
 	f.IntVar(&maxConns, "max-connections", 0, "most downstream HTTP/1.1 connections served at once (0: unlimited); beyond it new ones get 503 with flag OM")
 	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	rootCmd.AddCommand(cmd)

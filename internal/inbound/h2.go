@@ -24,9 +24,10 @@ func (in *Inbound) newH2Server(proxy *httpproxy.Proxy, _ *router) *h2Servers {
 	newServer := func(allow bool) *h2tunnel.Server {
 		var srv *h2tunnel.Server
 		srv = h2tunnel.NewServer(h2tunnel.ServerConfig{
-			AllowConnect: allow,
-			Logger:       in.cfg.Logger,
-			DrainTimeout: in.cfg.DrainTimeout,
+			AllowConnect:         allow,
+			Logger:               in.cfg.Logger,
+			DrainTimeout:         in.cfg.DrainTimeout,
+			MaxConcurrentStreams: in.cfg.MaxConcurrentStreams,
 			Handler: func(st *h2tunnel.ServerStream) {
 				// The stream's own context ends as soon as both directions are
 				// done, which is how a relay ends normally: not a cancellation.

@@ -32,6 +32,9 @@ type Config struct {
 	DetectTimeout time.Duration
 	// ConnectTimeout bounds connecting to the local app. Default 10s.
 	ConnectTimeout time.Duration
+	// MaxConcurrentStreams is advertised to HTTP/2 peers and enforced per
+	// connection (REFUSED_STREAM beyond); 0 means h2tunnel's default.
+	MaxConcurrentStreams uint32
 	// DrainTimeout bounds how long an HTTP/2 connection that was sent
 	// GOAWAY waits for its open streams. Default 1 minute.
 	DrainTimeout time.Duration

@@ -60,6 +60,9 @@ type Options struct {
 	// InboundPort, and each is routed by its original destination.
 	Intercept                 bool
 	OutboundPort, InboundPort int
+	// MaxConcurrentStreams bounds the streams of one inbound HTTP/2
+	// connection (0: 1000).
+	MaxConcurrentStreams int
 	// MaxConnections bounds the downstream HTTP/1.1 connections served at
 	// once across all listeners (0: unlimited); beyond it: 503, flag OM.
 	MaxConnections int
@@ -152,7 +155,7 @@ func New(opts Options) (*Sidecar, error) {
 	}
 	s.out = outbound.New(outbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "outbound")})
 	s.in = inbound.New(inbound.Config{Snapshot: s.snap.Load, Workload: s.workload.Load, Proxy: pcfg, Logger: s.log.With("side", "inbound"),
-		DrainTimeout: opts.DrainGrace + 10*time.Second})
+		DrainTimeout: opts.DrainGrace + 10*time.Second, MaxConcurrentStreams: uint32(opts.MaxConcurrentStreams)})
 	return s, nil
 }
 
