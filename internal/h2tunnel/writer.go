@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -62,6 +64,8 @@ type writer struct {
 	spare     []ctrlFrame
 	ready     []*stream // streams with DATA (or a lone END_STREAM) to send
 	readyHead int
+	side      []byte // whole DATA frames copied in by small Writes (tryDirectLocked)
+	sideSpare []byte
 	connWin   int64 // peer's connection-level window for our DATA
 	maxFrame  int   // peer's SETTINGS_MAX_FRAME_SIZE
 	initWin   int64 // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -253,6 +257,7 @@ func (w *writer) run() {
 	}
 	clear(w.ready)
 	w.ready = nil
+	w.side, w.sideSpare = nil, nil
 	w.mu.Unlock()
 	// Closing the socket wakes the reader, which tears the connection down
 	// and fails the streams.
@@ -265,6 +270,9 @@ func (w *writer) loop() error {
 			return err
 		}
 	}
+	// copied: bw holds frames copied in by Writes (small messages);
+	// yielded: we already yielded once before this flush.
+	copied, yielded := false, false
 	for {
 		w.mu.Lock()
 		if w.stopped {
@@ -275,6 +283,26 @@ func (w *writer) loop() error {
 			// A Write is sending its frame directly; it signals when done.
 			w.mu.Unlock()
 			<-w.wake
+			continue
+		}
+		if len(w.side) > 0 {
+			// Frames copied in by Writes (tryDirectLocked) go first: they
+			// were accepted before anything queued after them, and a
+			// RST_STREAM queued since must follow its stream's DATA.
+			copied = true
+			side := w.side
+			w.side = w.sideSpare[:0]
+			w.sideSpare = nil
+			w.writing = true
+			w.mu.Unlock()
+			_, err := w.bw.Write(side)
+			w.mu.Lock()
+			w.writing = false
+			w.sideSpare = side[:0]
+			w.mu.Unlock()
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		if len(w.ctrl) > 0 {
@@ -325,6 +353,20 @@ func (w *writer) loop() error {
 			continue
 		}
 		closing := w.closing
+		if w.bw.Buffered() > 0 && copied && !yielded && !closing {
+			// Before flushing small messages, let the goroutines that are
+			// runnable now (typically relays woken by the same netpoll as
+			// the Write that woke us) copy their frames in, so that they
+			// leave in this write(2). Nothing runnable: Gosched returns
+			// at once. Without it, each would find bw just flushed and
+			// nearly every frame would cost a write(2) again (measured:
+			// 64 streams, 1.2 instead of 0.09 writes per message).
+			yielded = true
+			w.mu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		copied, yielded = false, false
 		if w.bw.Buffered() > 0 {
 			w.writing = true
 			w.mu.Unlock()
@@ -345,14 +387,40 @@ func (w *writer) loop() error {
 	}
 }
 
-// tryDirectLocked sends p as one DATA frame from the calling goroutine when
-// the writer is idle and flow control admits all of p: a small message
-// then costs no goroutine hand-off. Called with w.mu held; it returns with
-// w.mu released when it reports true.
+// tryDirectLocked takes p as DATA without waiting for the writer goroutine
+// when flow control admits all of it and no control frame (maybe st's
+// HEADERS) is queued ahead of it:
+//
+//   - a small p (up to maxCopiedWrite) is copied as a whole frame into
+//     w.side and Write returns at once; the writer goroutine writes the
+//     copies first thing, and yields once before it flushes, so that the
+//     frames of every stream that is ready at about the same time leave in
+//     one write(2) (64 streams of 1 KiB ping-pong: ~23 frames per write
+//     instead of ~1.3). A lone stream pays one goroutine switch, not a
+//     wake-up round trip, since Write does not wait for it;
+//   - a larger p that fits in one frame, when the writer is idle and
+//     nothing is queued, is written and flushed by the caller itself.
+//
+// Called with w.mu held; it returns with w.mu released when it reports
+// true.
 func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 	n := int64(len(p))
-	if !directWrites || w.writing || w.closing || w.stopped || len(w.ctrl) > 0 || w.readyLen() > 0 ||
+	if !directWrites || w.closing || w.stopped || len(w.ctrl) > 0 ||
 		len(p) > w.maxFrame || n > st.sendWin || n > w.connWin {
+		return false, nil
+	}
+	if coalesceWrites.Load() && len(p) <= maxCopiedWrite && len(w.side)+frameHeaderLen+len(p) <= maxSideBytes {
+		st.sendWin -= n
+		w.connWin -= n
+		w.side = appendDataFrame(w.side, st.id, p)
+		idle := !w.writing // else the owner of bw looks at side before letting go
+		w.mu.Unlock()
+		if idle {
+			w.signal()
+		}
+		return true, nil
+	}
+	if w.writing || w.readyLen() > 0 || len(w.side) > 0 {
 		return false, nil
 	}
 	st.sendWin -= n
@@ -365,13 +433,26 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 	}
 	w.mu.Lock()
 	w.writing = false
+	more := len(w.ctrl) > 0 || w.readyLen() > 0 || len(w.side) > 0
 	w.mu.Unlock()
 	if err != nil {
 		w.kill(err)
 		return true, connLost(err)
 	}
-	w.signal() // work queued meanwhile waits for us
+	if more {
+		w.signal() // work queued meanwhile waited for us
+	}
 	return true, nil
+}
+
+const frameHeaderLen = 9
+
+// appendDataFrame appends a DATA frame (no flags) carrying p to b.
+func appendDataFrame(b []byte, id uint32, p []byte) []byte {
+	n := len(p)
+	b = append(b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), 0,
+		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+	return append(b, p...)
 }
 
 func (w *writer) writeData(id uint32, p []byte, end bool) error {
@@ -456,6 +537,20 @@ func (w *writer) writeHeaders(f *ctrlFrame) error {
 	return err
 }
 
-// directWrites enables tryDirectLocked (measured: 64-byte ping-pong over
-// loopback 42 µs → 33 µs).
+// directWrites enables tryDirectLocked (off: every DATA frame goes through
+// the writer goroutine, and its Write waits for it).
 var directWrites = true
+
+// coalesceWrites enables the copied-frame path of tryDirectLocked (off:
+// every frame that fits is written and flushed by its Write, the behaviour
+// before; benchmarks compare both). Writes up to maxCopiedWrite bytes are
+// copied, at most maxSideBytes per connection between two writes to the
+// socket; larger ones are not copied (direct or through the writer).
+var coalesceWrites atomic.Bool
+
+func init() { coalesceWrites.Store(true) }
+
+const (
+	maxCopiedWrite = 16 << 10
+	maxSideBytes   = 256 << 10
+)
