@@ -94,7 +94,7 @@ func FuzzServerFrames(f *testing.F) {
 		}})
 		client, server := net.Pipe()
 		done := make(chan struct{})
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		go func() {
 			defer close(done)
