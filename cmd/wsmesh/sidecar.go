@@ -36,6 +36,10 @@ func init() {
 		intercept  bool
 		outPort    int
 		inPort     int
+		discoMode  string
+		kubeconfig string
+		kubeCtx    string
+		kubeNS     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
@@ -50,8 +54,20 @@ an invalid one is logged and the previous configuration stays in force.
 One JSON access-log line per request or WebSocket goes to --access-log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(configs) == 0 || workload == "" {
-				return fmt.Errorf("--config and --workload are required")
+			if workload == "" {
+				return fmt.Errorf("--workload is required")
+			}
+			switch discoMode {
+			case "file":
+				if len(configs) == 0 {
+					return fmt.Errorf("--config is required (or --discovery kubernetes)")
+				}
+			case "kubernetes":
+				if len(configs) > 0 {
+					return fmt.Errorf("--config cannot be used with --discovery kubernetes")
+				}
+			default:
+				return fmt.Errorf("--discovery: want file or kubernetes, got %q", discoMode)
 			}
 			logger := newLogger(logLevel)
 			access, err := accesslog.Open(accessLog)
@@ -61,9 +77,22 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 			defer access.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			src, err := discovery.NewFileSource(configs, logger)
-			if err != nil {
-				return err
+			var src discovery.Source
+			if discoMode == "kubernetes" {
+				ks, err := discovery.NewKubeSource(discovery.KubeConfig{
+					Kubeconfig: kubeconfig, Context: kubeCtx, Namespaces: kubeNS,
+				}, logger)
+				if err != nil {
+					return err
+				}
+				defer ks.Close() // when sidecar.New fails before Run; idempotent
+				src = ks
+			} else {
+				fs, err := discovery.NewFileSource(configs, logger)
+				if err != nil {
+					return err
+				}
+				src = fs
 			}
 			for _, w := range src.Current().Warnings {
 				logger.Warn("configuration", "warning", w)
@@ -100,6 +129,10 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&configs, "config", "c", nil, "configuration file or directory (repeatable)")
+	f.StringVar(&discoMode, "discovery", "file", "where the configuration comes from: file (--config) or kubernetes (the API server)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "with --discovery kubernetes: kubeconfig file (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&kubeCtx, "kube-context", "", "with --discovery kubernetes: kubeconfig context (default: its current one)")
+	f.StringSliceVar(&kubeNS, "kube-namespace", nil, "with --discovery kubernetes: watch only these namespaces (repeatable; default: all; include istio-system for mesh-wide resources)")
 	f.StringVarP(&workload, "workload", "w", "", "workload this sidecar serves: a WorkloadEntry, Pod or Deployment name (or namespace/name)")
 	f.StringVar(&admin, "admin", "127.0.0.1:15000", "admin listener address (\"\" disables)")
 	f.StringVar(&accessLog, "access-log", "-", "access-log file (- for standard output)")
