@@ -137,23 +137,8 @@ func (s *FileSource) Reload() error {
 func (s *FileSource) publish(snap *config.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	for _, ch := range s.subs {
-		for {
-			select {
-			case ch <- snap:
-			default:
-				// Full: drop the stale snapshot and retry, so the latest wins.
-				select {
-				case <-ch:
-				default:
-				}
-				continue
-			}
-			break
-		}
+	if !s.closed {
+		publishLatest(s.subs, snap)
 	}
 }
 
@@ -294,4 +279,24 @@ func (ws *watchSet) relevant(ev fsnotify.Event) bool {
 		return true
 	}
 	return ws.names[dir][filepath.Base(name)]
+}
+
+// publishLatest hands snap to every subscriber channel (each buffered with
+// room for one) without blocking: a snapshot still unread is replaced, so
+// a slow subscriber skips to the latest.
+func publishLatest(subs []chan *config.Snapshot, snap *config.Snapshot) {
+	for _, ch := range subs {
+		for {
+			select {
+			case ch <- snap:
+			default:
+				select {
+				case <-ch:
+				default:
+				}
+				continue
+			}
+			break
+		}
+	}
 }

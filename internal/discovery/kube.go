@@ -474,22 +474,8 @@ func (s *KubeSource) Reload() {
 func (s *KubeSource) publish(snap *config.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	for _, ch := range s.subs {
-		for {
-			select {
-			case ch <- snap:
-			default:
-				select {
-				case <-ch:
-				default:
-				}
-				continue
-			}
-			break
-		}
+	if !s.closed {
+		publishLatest(s.subs, snap)
 	}
 }
 
