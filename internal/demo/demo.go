@@ -326,7 +326,7 @@ func (l *lines) print(out io.Writer) {
 		return
 	}
 	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
-		fmt.Fprintln(out, indentJSON(line))
+		fmt.Fprintln(out, checkJSON(line))
 	}
 }
 
@@ -347,9 +347,9 @@ func (l *lines) follow(ctx context.Context, out io.Writer, prefix string) {
 	}
 }
 
-// indentJSON keeps the line as the sidecar wrote it (one JSON object), only
+// checkJSON keeps the line as the sidecar wrote it (one JSON object), only
 // checking that it is JSON.
-func indentJSON(line string) string {
+func checkJSON(line string) string {
 	if !json.Valid([]byte(line)) {
 		return line + "   (not JSON!)"
 	}

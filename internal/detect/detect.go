@@ -56,10 +56,10 @@ func Detect(c net.Conn, br *bufio.Reader, timeout time.Duration) (Protocol, erro
 				if len(b) == 0 {
 					return Opaque, nil
 				}
-				return classify(b, true), nil
+				return classify(b), nil
 			}
 			if err == io.EOF && len(b) > 0 {
-				return classify(b, true), nil
+				return classify(b), nil
 			}
 			return Opaque, err
 		}
@@ -110,7 +110,7 @@ func decide(b []byte) (Protocol, bool) {
 	return 0, false
 }
 
-func classify(b []byte, final bool) Protocol {
+func classify(b []byte) Protocol {
 	if p, done := decide(b); done {
 		return p
 	}

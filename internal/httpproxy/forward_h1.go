@@ -53,7 +53,7 @@ func (p *Proxy) forwardH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 			var n int64
 			n, werr = h1.CopyBody(u, br, body)
 			rec.BytesReceived = n
-			if werr != nil && !isUpstreamWriteErr(werr, u) {
+			if werr != nil && !isWriteErr(werr) {
 				// The downstream body broke off.
 				u.close()
 				rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
@@ -122,7 +122,7 @@ func (p *Proxy) forwardH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	rec.BytesSent = n
 	if err != nil {
 		u.close()
-		if isDownstreamWriteErr(err, c) {
+		if isWriteErr(err) {
 			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 		} else {
 			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.UpstreamConnectionTermination)
@@ -177,12 +177,9 @@ func (p *Proxy) readFinalResponse(c net.Conn, br *bufio.Reader, u *upConn, req *
 	}
 }
 
-func isUpstreamWriteErr(err error, u *upConn) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "write"
-}
-
-func isDownstreamWriteErr(err error, c net.Conn) bool {
+// isWriteErr reports whether err came from writing to a connection (as
+// opposed to reading the other side of a copy).
+func isWriteErr(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "write"
 }
@@ -197,9 +194,7 @@ func upstreamFailure(err error) *LocalReply {
 		return &LocalReply{Status: 502, Flag: accesslog.UpstreamProtocolError, Details: "upstream_reset_before_response_started{protocol_error}", Body: "upstream sent an invalid response: " + he.Err.Error()}
 	}
 	reason := "connection termination"
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		reason = "connection termination"
-	} else {
+	if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		reason = err.Error()
 	}
 	return &LocalReply{

@@ -59,6 +59,23 @@ func (p *Proxy) h2Reply(st *h2tunnel.ServerStream, lr *LocalReply, rec *accesslo
 	rec.BytesSent += int64(len(body))
 }
 
+// routeH2 records the HTTP/1.1 form of a stream's request, adds the
+// forwarding fields and routes it. When the request cannot be routed it
+// answers the stream, finishes the record and returns nil.
+func (p *Proxy) routeH2(st *h2tunnel.ServerStream, req *h1.Request, rec *accesslog.Record) *Target {
+	rec.Method = req.Method
+	rec.UserAgent = req.Headers.Get("User-Agent")
+	prepareForwarding(req, st.RemoteAddr(), rec)
+	t, err := p.cfg.Router.Route(req, st.LocalAddr())
+	if err != nil {
+		p.h2Reply(st, asLocalReply(err), rec)
+		p.finish(rec, nil)
+		return nil
+	}
+	rec.RouteName, rec.UpstreamCluster = t.RouteName, t.Cluster
+	return t
+}
+
 // tunnelToH1 converts an extended CONNECT to an HTTP/1.1 upgrade.
 func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *accesslog.Record) {
 	req, expectedAccept, err := h2tunnel.ConnectToUpgrade(st.Request)
@@ -68,19 +85,13 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 		return
 	}
 	keyGenerated := !hasField(st.Request.Header, "sec-websocket-key")
-	rec.Method = req.Method
-	rec.UserAgent = req.Headers.Get("User-Agent")
-	prepareForwarding(req, st.RemoteAddr(), rec)
-	t, err := p.cfg.Router.Route(req, st.LocalAddr())
-	if err != nil {
-		p.h2Reply(st, asLocalReply(err), rec)
-		p.finish(rec, nil)
+	t := p.routeH2(st, req, rec)
+	if t == nil {
 		return
 	}
 	if t.Done != nil {
 		defer t.Done()
 	}
-	rec.RouteName, rec.UpstreamCluster = t.RouteName, t.Cluster
 	u, err := p.dial(ctx, t)
 	if err != nil {
 		noteConnectFailure(rec, err)
@@ -149,19 +160,14 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 func (p *Proxy) plainH2ToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *accesslog.Record) {
 	hreq := st.Request
 	req := h2RequestToH1(hreq)
-	rec.Method = req.Method
-	rec.UserAgent = req.Headers.Get("User-Agent")
-	prepareForwarding(req, st.RemoteAddr(), rec)
-	t, err := p.cfg.Router.Route(req, st.LocalAddr())
-	if err != nil {
-		p.h2Reply(st, asLocalReply(err), rec)
-		p.finish(rec, nil)
+	t := p.routeH2(st, req, rec)
+	if t == nil {
 		return
 	}
 	if t.Done != nil {
 		defer t.Done()
 	}
-	rec.RouteName, rec.UpstreamCluster = t.RouteName, t.Cluster
+	var err error
 	chunked := !hreq.NoBody && !req.Headers.Has("Content-Length")
 	if chunked {
 		req.Headers.Set("Transfer-Encoding", "chunked")

@@ -32,7 +32,7 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 		return true, false
 	}
 	clientKey := req.Headers.Get("Sec-WebSocket-Key")
-	strict := t.H2Strict || p.cfg.H2Strict
+	strict := p.cfg.H2Strict
 	var fallback []string
 	var lastErr error
 	for _, addr := range t.Endpoints {

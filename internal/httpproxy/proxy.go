@@ -30,9 +30,6 @@ type Target struct {
 	// H2 carries the request as a stream on a pooled HTTP/2 connection
 	// (h2UpgradePolicy UPGRADE); WebSockets use RFC 8441 extended CONNECT.
 	H2 bool
-	// H2Strict answers 503 instead of falling back to an HTTP/1.1 upgrade
-	// when the peer did not advertise extended CONNECT.
-	H2Strict bool
 	// Done is called once the request or WebSocket has ended (for example to
 	// release a least-request counter). May be nil.
 	Done func()
