@@ -5,41 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsmesh/wsmesh/examples"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		// Never hand out the same port twice in one run.
-		handedOutMu.Lock()
-		seen := handedOut[port]
-		handedOut[port] = true
-		handedOutMu.Unlock()
-		if !seen {
-			return port
-		}
-	}
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[int]bool{}
-)
+// freePort is testutil.FreePort.
+var freePort = testutil.FreePort
 
 // exampleOnFreePorts copies a shipped example with its loopback ports
 // (8080, 15006, 18080) moved to free ones, so the test never collides.

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsmesh/wsmesh/internal/testutil"
+
 	"github.com/coder/websocket"
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
@@ -40,30 +42,8 @@ type mesh struct {
 	clientDone, srvDone chan error
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		// Never hand out the same port twice in one run.
-		handedOutMu.Lock()
-		seen := handedOut[port]
-		handedOut[port] = true
-		handedOutMu.Unlock()
-		if !seen {
-			return port
-		}
-	}
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[int]bool{}
-)
+// freePort is testutil.FreePort.
+var freePort = testutil.FreePort
 
 const baseConfig = `apiVersion: v1
 kind: Service

@@ -30,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // wsmeshBin is the path of the wsmesh binary built once by TestMain.
@@ -67,33 +69,8 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago: it
-// listens on port 0 and closes the listener.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("freePort: %v", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		// The kernel may hand a released port out again; never give the
-		// same one twice in this run, or two listeners of a test collide.
-		handedOutMu.Lock()
-		seen := handedOut[port]
-		handedOut[port] = true
-		handedOutMu.Unlock()
-		if !seen {
-			return port
-		}
-	}
-}
-
-var (
-	handedOutMu sync.Mutex
-	handedOut   = map[int]bool{}
-)
+// freePort is testutil.FreePort.
+var freePort = testutil.FreePort
 
 // waitForPort waits up to 10 seconds until addr (host:port) accepts TCP
 // connections, failing the test otherwise.
