@@ -585,7 +585,10 @@ func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
 		t.Fatalf("server saw %v, want 1001", got)
 	}
 	r := h.wait(t)
-	if !r.WentAway || r.CloseSent != 2 {
+	// Usually both close frames are ours. When the client answers ours and
+	// hangs up before the relay reaches the second direction, its own close
+	// frame (also 1001) is what the server hears, and one was ours.
+	if !r.WentAway || r.CloseSent < 1 || r.CloseSent > 2 {
 		t.Fatalf("result %+v", r)
 	}
 	if r.Down.Violation() != wsobserve.NoViolation || r.Up.Violation() != wsobserve.NoViolation {
