@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -35,14 +36,15 @@ type Tracked struct {
 	// Counters are the live byte counts of a relayed connection.
 	Counters relay.Counters
 
-	away     chan struct{} // closed to close the WebSocket with 1001
+	away     context.Context // done to close the WebSocket with 1001
+	goAway   context.CancelFunc
 	awayOnce sync.Once
 	reason   atomic.Pointer[string]
 }
 
 func (t *Tracked) init() {
 	if t.away == nil {
-		t.away = make(chan struct{})
+		t.away, t.goAway = context.WithCancel(context.Background())
 	}
 }
 
@@ -51,7 +53,7 @@ func (t *Tracked) init() {
 func (t *Tracked) GoAway(reason string) {
 	t.awayOnce.Do(func() {
 		t.reason.Store(&reason)
-		close(t.away)
+		t.goAway()
 	})
 }
 

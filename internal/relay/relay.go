@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -75,27 +74,41 @@ type Options struct {
 	// can show an open relay.
 	Counters *Counters
 
-	// GoingAway, when it becomes ready, ends an observed WebSocket the way a
+	// GoingAway, when it is done, ends an observed WebSocket the way a
 	// server going away should (RFC 6455 §7.1.2): a close frame with
 	// GoingAwayCode (default 1001) and GoingAwayReason is written to each
 	// peer at the next frame boundary of the stream flowing to it, later
 	// frames towards that peer are dropped, and each side is closed once
 	// its own close frame arrives, or when GoingAwayTimeout (default 5s)
 	// passes. An unobserved relay is closed at once.
-	GoingAway        <-chan struct{}
+	GoingAway        context.Context
 	GoingAwayCode    int
 	GoingAwayReason  string
 	GoingAwayTimeout time.Duration
 	// GoingAwayReasonFn, when set, gives the reason at the time GoingAway
 	// fires (it replaces GoingAwayReason).
 	GoingAwayReasonFn func() string
+
+	// ParkAfter is how long a direction of a relay with no traffic keeps a
+	// goroutine waiting for bytes. After that it is parked: it waits in
+	// the relay's own poller (sockets) or on a readiness callback (see
+	// ReadNotifier) and holds no goroutine, stack or buffer until bytes
+	// arrive, so a sidecar holding many quiet WebSockets costs little
+	// memory. 0 means DefaultParkAfter; a negative value never parks.
+	ParkAfter time.Duration
 }
+
+// DefaultParkAfter is Options.ParkAfter when it is 0: long enough that a
+// connection carrying traffic never pays for parking, short enough that
+// idle ones stop costing a goroutine within seconds.
+const DefaultParkAfter = 2 * time.Second
 
 // Counters are live totals of one relay, safe to read at any time.
 type Counters struct {
 	DownToUp     atomic.Int64 // bytes read from downstream and written upstream
 	UpToDown     atomic.Int64 // bytes read from upstream and written downstream
 	LastActivity atomic.Int64 // Unix nanoseconds of the last byte moved (or of the start)
+	Parked       atomic.Int32 // directions parked now (see Options.ParkAfter)
 }
 
 // Prefetched holds bytes already read from either side past the HTTP head,
@@ -129,6 +142,9 @@ type Result struct {
 	// downstream peer, 1001 "downstream connection lost" to the upstream
 	// peer); SideNone otherwise.
 	Lost Side
+	// Parked counts how many times a direction was parked (see
+	// Options.ParkAfter).
+	Parked int
 }
 
 // SideError is a read or write failure on one end of the relay.
@@ -141,210 +157,6 @@ type SideError struct {
 func (e *SideError) Error() string { return fmt.Sprintf("relay: %s %s: %v", e.Op, e.Side, e.Err) }
 func (e *SideError) Unwrap() error { return e.Err }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, DefaultBufferSize); return &b }}
-
-type closeWriter interface{ CloseWrite() error }
-
-// direction is one of the two copy loops.
-type direction struct {
-	src, dst   net.Conn
-	srcSide    Side
-	pre        []byte
-	obs        *wsobserve.Observer
-	count      *atomic.Int64
-	last       *atomic.Int64
-	bufSize    int
-	splice     bool
-	n          int64
-	err        error // *SideError, or nil on clean EOF
-	noHalfOpen bool  // dst cannot CloseWrite, so EOF must end the whole relay
-
-	// Going-away state, guarded by mu (held while writing to dst and feeding
-	// the observer, so a close frame never lands inside another frame).
-	mu        sync.Mutex
-	wantClose []byte // close frame to write at the next boundary
-	closeSent bool   // written; frames from src are observed and dropped
-	finished  bool   // copy has returned
-	sawClose  bool   // src had sent a close frame before the close was written
-}
-
-func (d *direction) run(done chan<- *direction) {
-	defer func() { done <- d }()
-	d.err = d.copy()
-	d.mu.Lock()
-	d.finished = true
-	d.mu.Unlock()
-	if d.err == nil {
-		if cw, ok := d.dst.(closeWriter); ok {
-			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
-		} else {
-			d.noHalfOpen = true
-		}
-	}
-}
-
-func (d *direction) other() Side {
-	if d.srcSide == SideDownstream {
-		return SideUpstream
-	}
-	return SideDownstream
-}
-
-func (d *direction) wrote(n int) {
-	d.n += int64(n)
-	d.count.Add(int64(n))
-	d.last.Store(time.Now().UnixNano())
-}
-
-// copy moves bytes until EOF (nil) or failure (*SideError).
-func (d *direction) copy() error {
-	if len(d.pre) > 0 {
-		if d.obs != nil {
-			d.obs.Feed(d.pre)
-		}
-		if _, err := d.dst.Write(d.pre); err != nil {
-			return &SideError{d.other(), "write", err}
-		}
-		d.wrote(len(d.pre))
-	}
-	if d.splice {
-		return spliceCopy(d)
-	}
-	return d.bufferCopy()
-}
-
-// goAway asks for frame to be written to dst at the next frame boundary.
-func (d *direction) goAway(frame []byte) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.finished || d.closeSent || d.obs == nil {
-		return
-	}
-	_, _, d.sawClose = d.obs.Close()
-	d.wantClose = frame
-	if d.obs.ToBoundary() == 0 {
-		d.injectLocked()
-	}
-}
-
-// closeBadGateway is close code 1014 (Bad Gateway, RFC 6455 registry): a
-// proxy's upstream failed.
-const closeBadGateway = 1014
-
-// sayGoodbye writes frame to d's destination when that peer should hear
-// why its connection ends: d's stream stands at a frame boundary and no
-// close frame has gone its way yet. It reports whether it wrote.
-func (d *direction) sayGoodbye(frame []byte) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.obs == nil || d.closeSent || d.obs.ToBoundary() != 0 {
-		return false
-	}
-	if _, _, sent := d.obs.Close(); sent {
-		return false // the peer already had a close frame from the other side
-	}
-	d.closeSent = true
-	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := d.dst.Write(frame)
-	return err == nil
-}
-
-// injectLocked writes the pending close frame.
-func (d *direction) injectLocked() {
-	frame := d.wantClose
-	d.wantClose = nil
-	d.closeSent = true
-	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
-	// Not counted: the byte counts are what the peers sent (the access
-	// log's bytes_received and bytes_sent), not what wsmesh added.
-	_, _ = d.dst.Write(frame)
-}
-
-// writeChunk writes p to dst and feeds the observer, splitting p at a frame
-// boundary to write a pending close frame, and dropping what follows it.
-// It reports whether src's close frame has now been seen after our close
-// frame went out (the handshake is complete on this side).
-func (d *direction) writeChunk(p []byte) (done bool, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for len(p) > 0 {
-		if d.closeSent {
-			d.wrote(len(p)) // received from the peer, though dropped
-			if d.obs != nil {
-				d.obs.Feed(p)
-				_, _, ok := d.obs.Close()
-				return ok || d.sawClose, nil
-			}
-			return false, nil
-		}
-		k := len(p)
-		if d.wantClose != nil {
-			tb := d.obs.ToBoundary()
-			switch {
-			case tb == 0:
-				d.injectLocked()
-				continue
-			case tb < 0:
-				k = 1
-			case tb < int64(k):
-				k = int(tb)
-			}
-		}
-		// Observe before writing: the answer the other peer sends to these
-		// bytes must not be observed (and timestamped) before them.
-		if d.obs != nil {
-			d.obs.Feed(p[:k])
-		}
-		if _, werr := d.dst.Write(p[:k]); werr != nil {
-			return false, &SideError{d.other(), "write", werr}
-		}
-		d.wrote(k)
-		p = p[k:]
-	}
-	if d.wantClose != nil && d.obs.ToBoundary() == 0 {
-		d.injectLocked()
-	}
-	return false, nil
-}
-
-// bufferCopy moves bytes through a buffer, feeding the observer if any.
-func (d *direction) bufferCopy() error {
-	if sc, ok := d.src.(syscall.Conn); ok && d.bufSize == DefaultBufferSize {
-		if rc, err := sc.SyscallConn(); err == nil {
-			return d.rawCopy(rc)
-		}
-	}
-	if w, ok := d.src.(readWaiter); ok && d.bufSize == DefaultBufferSize {
-		return d.waitCopy(w)
-	}
-	var buf []byte
-	if d.bufSize == DefaultBufferSize {
-		bp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bp)
-		buf = *bp
-	} else {
-		buf = make([]byte, d.bufSize)
-	}
-	for {
-		n, rerr := d.src.Read(buf)
-		if n > 0 {
-			done, werr := d.writeChunk(buf[:n])
-			if werr != nil {
-				return werr
-			}
-			if done {
-				return nil // close handshake finished after going away
-			}
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return &SideError{d.srcSide, "read", rerr}
-		}
-	}
-}
-
 // Relay copies bytes between down and up until both directions have ended,
 // an error occurs, ctx is done, or the idle timeout passes; it then closes
 // both connections and returns what happened. pre's bytes go first.
@@ -356,16 +168,29 @@ func (d *direction) bufferCopy() error {
 // a reset read from one TCP peer is passed on to the other TCP peer as a
 // reset.
 func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options) Result {
-	ctr := opts.Counters
-	if ctr == nil {
-		ctr = new(Counters)
+	ch := make(chan Result, 1)
+	Start(ctx, down, up, pre, opts, func(r Result) { ch <- r })
+	return <-ch
+}
+
+// Start is Relay without waiting: it returns at once and calls done, once,
+// with the Result when the relay has ended and both connections are closed.
+// No goroutine waits on the relay's behalf: while bytes flow each direction
+// has one, and a direction that has been quiet for Options.ParkAfter has
+// none (see ParkAfter). done runs on whichever goroutine ended the relay
+// and may block; nothing else of the relay waits for it.
+func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) {
+	r := &relayState{ctx: ctx, down: down, up: up, opts: opts, done: done, pending: 2}
+	r.ctr = opts.Counters
+	if r.ctr == nil {
+		r.ctr = new(Counters)
 	}
-	ctr.LastActivity.Store(time.Now().UnixNano())
+	r.ctr.LastActivity.Store(time.Now().UnixNano())
 	bufSize := opts.BufferSize
 	if bufSize <= 0 {
 		bufSize = DefaultBufferSize
 	}
-	var res Result
+	res := &r.res
 	if opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil {
 		res.Down, res.Up = opts.DownObserver, opts.UpObserver
 		if res.Down == nil {
@@ -375,264 +200,273 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 			res.Up = &wsobserve.Observer{PerMessageDeflate: opts.PerMessageDeflate}
 		}
 	}
-	splice := res.Down == nil && !opts.DisableSplice && canSplice(down, up)
+	splice := res.Down == nil && !opts.DisableSplice && bufSize == DefaultBufferSize && canSplice(down, up)
 	res.Spliced = splice
+	r.d2u = direction{r: r, src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down,
+		count: &r.ctr.DownToUp, bufSize: bufSize, splice: splice}
+	r.u2d = direction{r: r, src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up,
+		count: &r.ctr.UpToDown, bufSize: bufSize, splice: splice}
+	r.parkAfter = opts.ParkAfter
+	if r.parkAfter == 0 {
+		r.parkAfter = DefaultParkAfter
+	}
+	parks := false
+	if r.parkAfter > 0 && !splice {
+		for _, d := range []*direction{&r.d2u, &r.u2d} {
+			d.parkable = canPark(d.src, bufSize)
+			parks = parks || d.parkable
+		}
+	}
 
-	d2u := &direction{src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down,
-		count: &ctr.DownToUp, last: &ctr.LastActivity, bufSize: bufSize, splice: splice}
-	u2d := &direction{src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up,
-		count: &ctr.UpToDown, last: &ctr.LastActivity, bufSize: bufSize, splice: splice}
-	done := make(chan *direction, 2)
-	go d2u.run(done)
-	go u2d.run(done)
-
-	var idle <-chan time.Time
-	var rearm func() bool
+	r.mu.Lock() // the callbacks below wait until everything is set up
 	if opts.IdleTimeout > 0 {
-		t := time.NewTimer(opts.IdleTimeout)
-		defer t.Stop()
-		idle = t.C
-		// The timer fires IdleTimeout after the last re-arm; re-arm it from the
-		// last activity unless that too is IdleTimeout ago.
-		rearm = func() bool {
-			since := time.Since(time.Unix(0, ctr.LastActivity.Load()))
-			if since >= opts.IdleTimeout {
-				return false
-			}
-			t.Reset(opts.IdleTimeout - since)
-			return true
-		}
+		r.idleTimer = time.AfterFunc(opts.IdleTimeout, r.onIdle)
 	}
-	// goAway writes close frames to both peers (see Options.GoingAway) and
-	// returns the timer that bounds the close handshake; nil when frames are
-	// not observed, so the caller closes at once.
-	goAway := func(code int, reason string) <-chan time.Time {
-		if res.Down == nil || res.Down.Violation() != wsobserve.NoViolation || res.Up.Violation() != wsobserve.NoViolation {
-			return nil // not a WebSocket stream we can place frames in
-		}
-		// To the downstream peer (a client): unmasked; to the upstream
-		// peer (a server): masked, as a client's frames must be.
-		u2d.goAway(wsobserve.CloseFrame(code, reason, false))
-		d2u.goAway(wsobserve.CloseFrame(code, reason, true))
-		timeout := opts.GoingAwayTimeout
-		if timeout <= 0 {
-			timeout = 5 * time.Second
-		}
-		return time.After(timeout)
+	r.stopCtx = context.AfterFunc(ctx, r.onCtxDone)
+	if opts.GoingAway != nil {
+		r.stopAway = context.AfterFunc(opts.GoingAway, r.onGoingAway)
 	}
-	awayCode := opts.GoingAwayCode
-	if awayCode == 0 {
-		awayCode = wsobserve.CloseGoingAway
+	if parks {
+		sweep.add(r)
 	}
-	onAway := func() <-chan time.Time {
-		res.WentAway = true
-		reason := opts.GoingAwayReason
-		if opts.GoingAwayReasonFn != nil {
-			reason = opts.GoingAwayReasonFn()
-		}
-		return goAway(awayCode, reason)
-	}
-	// An idle WebSocket is closed like a server going away, with a reason
-	// naming the timeout, rather than cut.
-	onIdle := func() <-chan time.Time { return goAway(wsobserve.CloseGoingAway, "idle timeout") }
-	// When one peer's connection fails, tell the other in WebSocket terms
-	// (a close frame at a frame boundary) rather than only cutting TCP, so a
-	// browser sees 1014 Bad Gateway (or the server 1001) instead of 1006.
-	farewell := func(failed Side) bool {
-		if res.Down == nil || res.Down.Violation() != wsobserve.NoViolation || res.Up.Violation() != wsobserve.NoViolation {
-			return false // not a WebSocket stream we can speak in
-		}
-		if failed == SideUpstream {
-			return u2d.sayGoodbye(wsobserve.CloseFrame(closeBadGateway, "upstream connection lost", false))
-		}
-		return d2u.sayGoodbye(wsobserve.CloseFrame(wsobserve.CloseGoingAway, "downstream connection lost", true))
-	}
-	res.IdleTimedOut = wait(ctx, done, idle, rearm, opts.GoingAway, onAway, onIdle, farewell, down, up, &res)
-	for _, d := range []*direction{u2d, d2u} {
-		if d.closeSent {
-			res.CloseSent++
-		}
-	}
-	down.Close()
-	up.Close()
-	res.BytesDownToUp, res.BytesUpToDown = d2u.n, u2d.n
-	return res
+	r.mu.Unlock()
+	go r.d2u.run()
+	go r.u2d.run()
 }
 
-// wait collects both directions, closing both connections early on error,
-// context end, idle timeout or an EOF that cannot be half-closed. It reports
-// whether the idle timeout fired.
-func wait(ctx context.Context, done <-chan *direction, idle <-chan time.Time, rearm func() bool,
-	away <-chan struct{}, onAway, onIdle func() <-chan time.Time, farewell func(failed Side) bool,
-	down, up net.Conn, res *Result) (idleTimedOut bool) {
-	var awayTimeout <-chan time.Time
-	closed, saidGoodbye := false, false
-	closeBoth := func() {
-		if !closed {
-			closed = true
-			down.Close()
-			up.Close()
-		}
+// relayState is one relay in progress: its two directions and the events
+// (a direction ending, ctx, the idle timer, going away) that decide how it
+// ends. The events arrive on whichever goroutine caused them.
+type relayState struct {
+	ctx       context.Context
+	down, up  net.Conn
+	opts      Options
+	ctr       *Counters
+	done      func(Result)
+	parkAfter time.Duration
+	d2u, u2d  direction
+
+	mu           sync.Mutex
+	res          Result
+	pending      int // directions still running or parked
+	closed       bool
+	saidGoodbye  bool
+	idleTimedOut bool
+	awayStarted  bool // a close handshake (going away, idle) is under way
+	idleTimer    *time.Timer
+	awayTimer    *time.Timer // bounds the close handshake or the farewell
+	stopCtx      func() bool
+	stopAway     func() bool
+}
+
+// closeBothLocked closes both connections once, and wakes parked
+// directions so they see the close and end.
+func (r *relayState) closeBothLocked() {
+	if r.closed {
+		return
 	}
-	ctxDone := ctx.Done()
-	for pending := 2; pending > 0; {
-		select {
-		case d := <-done:
-			pending--
-			switch {
-			case d.err == nil:
-				if res.FirstEOF == SideNone && !closed {
-					res.FirstEOF = d.srcSide
-				}
-				if d.noHalfOpen {
-					closeBoth()
-				}
-			case !closed:
-				// The first real error; errors after we closed are our own doing.
-				if res.Err == nil {
-					res.Err = d.err
-				}
-				var se *SideError
-				if !saidGoodbye && errors.As(d.err, &se) && farewell(se.Side) {
-					// Told the surviving peer why, in WebSocket terms. Close the
-					// failed side only and give the survivor a moment to answer
-					// (closing with its answer unread would reset it).
-					saidGoodbye = true
-					res.Lost = se.Side
-					if se.Side == SideDownstream {
-						down.Close()
-					} else {
-						up.Close()
-					}
-					awayTimeout = time.After(2 * time.Second)
-					continue
-				}
-				if errors.As(d.err, &se) && errors.Is(se.Err, syscall.ECONNRESET) && !saidGoodbye {
-					// Pass the reset on to the other peer.
-					if se.Side == SideDownstream {
-						abort(up)
-					} else {
-						abort(down)
-					}
-				}
-				closeBoth()
-			}
-		case <-ctxDone:
-			ctxDone = nil
-			if !closed {
-				res.Err = fmt.Errorf("relay: %w", context.Cause(ctx))
-				closeBoth()
-			}
-		case <-idle:
-			if !rearm() && !closed {
-				idleTimedOut = true
-				idle = nil
-				if awayTimeout = onIdle(); awayTimeout == nil {
-					closeBoth()
-				}
-			}
-		case <-away:
-			away = nil
-			if !closed && awayTimeout == nil {
-				if awayTimeout = onAway(); awayTimeout == nil {
-					closeBoth()
-				}
-			}
-		case <-awayTimeout:
-			closeBoth()
-		}
+	r.closed = true
+	r.down.Close()
+	r.up.Close()
+	r.d2u.wake()
+	r.u2d.wake()
+}
+
+// closeSideLocked closes one connection, waking its parked reader.
+func (r *relayState) closeSideLocked(s Side) {
+	if s == SideDownstream {
+		r.down.Close()
+		r.d2u.wake()
+	} else {
+		r.up.Close()
+		r.u2d.wake()
 	}
-	return idleTimedOut
+}
+
+// startAwayTimerLocked arms the timer that closes both sides when a close
+// handshake or a farewell takes longer than d.
+func (r *relayState) startAwayTimerLocked(d time.Duration) {
+	r.awayTimer = time.AfterFunc(d, func() {
+		r.mu.Lock()
+		r.closeBothLocked()
+		r.mu.Unlock()
+	})
+}
+
+// observable reports whether close frames can be placed in the stream:
+// both directions are observed and no protocol violation was seen.
+func (r *relayState) observable() bool {
+	res := &r.res
+	return res.Down != nil && res.Down.Violation() == wsobserve.NoViolation && res.Up.Violation() == wsobserve.NoViolation
+}
+
+// goAwayLocked writes close frames to both peers (see Options.GoingAway)
+// and arms the timer that bounds the close handshake. It reports false
+// when frames are not observed, so the caller closes at once.
+func (r *relayState) goAwayLocked(code int, reason string) bool {
+	if !r.observable() {
+		return false // not a WebSocket stream we can place frames in
+	}
+	// To the downstream peer (a client): unmasked; to the upstream peer (a
+	// server): masked, as a client's frames must be.
+	r.u2d.goAway(wsobserve.CloseFrame(code, reason, false))
+	r.d2u.goAway(wsobserve.CloseFrame(code, reason, true))
+	timeout := r.opts.GoingAwayTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	r.awayStarted = true
+	r.startAwayTimerLocked(timeout)
+	return true
+}
+
+func (r *relayState) onGoingAway() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.awayStarted || r.pending == 0 {
+		return
+	}
+	r.res.WentAway = true
+	code := r.opts.GoingAwayCode
+	if code == 0 {
+		code = wsobserve.CloseGoingAway
+	}
+	reason := r.opts.GoingAwayReason
+	if r.opts.GoingAwayReasonFn != nil {
+		reason = r.opts.GoingAwayReasonFn()
+	}
+	if !r.goAwayLocked(code, reason) {
+		r.closeBothLocked()
+	}
+}
+
+// onIdle runs when the idle timer fires: an idle WebSocket is closed like a
+// server going away, with a reason naming the timeout, rather than cut.
+func (r *relayState) onIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.pending == 0 || r.idleTimedOut {
+		return
+	}
+	// The timer fires IdleTimeout after it was armed; re-arm it from the
+	// last activity unless that too is IdleTimeout ago.
+	since := time.Since(time.Unix(0, r.ctr.LastActivity.Load()))
+	if since < r.opts.IdleTimeout {
+		r.idleTimer.Reset(r.opts.IdleTimeout - since)
+		return
+	}
+	r.idleTimedOut = true
+	if !r.awayStarted && !r.goAwayLocked(wsobserve.CloseGoingAway, "idle timeout") {
+		r.closeBothLocked()
+	}
+}
+
+func (r *relayState) onCtxDone() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed && r.pending > 0 {
+		r.res.Err = fmt.Errorf("relay: %w", context.Cause(r.ctx))
+		r.closeBothLocked()
+	}
+}
+
+// farewellLocked tells the surviving peer, in WebSocket terms (a close
+// frame at a frame boundary), that the other peer's connection failed, so
+// a browser sees 1014 Bad Gateway (or the server 1001) instead of 1006.
+func (r *relayState) farewellLocked(failed Side) bool {
+	if !r.observable() {
+		return false // not a WebSocket stream we can speak in
+	}
+	if failed == SideUpstream {
+		return r.u2d.sayGoodbye(wsobserve.CloseFrame(closeBadGateway, "upstream connection lost", false))
+	}
+	return r.d2u.sayGoodbye(wsobserve.CloseFrame(wsobserve.CloseGoingAway, "downstream connection lost", true))
+}
+
+// directionDone runs when d's copy has returned: it decides whether the
+// other direction goes on, and finishes the relay after the second.
+func (r *relayState) directionDone(d *direction) {
+	r.mu.Lock()
+	r.pending--
+	switch {
+	case d.err == nil:
+		if r.res.FirstEOF == SideNone && !r.closed {
+			r.res.FirstEOF = d.srcSide
+		}
+		if d.noHalfOpen {
+			r.closeBothLocked()
+		}
+	case !r.closed:
+		// The first real error; errors after we closed are our own doing.
+		if r.res.Err == nil {
+			r.res.Err = d.err
+		}
+		var se *SideError
+		isSide := errors.As(d.err, &se)
+		if !r.saidGoodbye && isSide && r.farewellLocked(se.Side) {
+			// Told the surviving peer why. Close the failed side only and
+			// give the survivor a moment to answer (closing with its
+			// answer unread would reset it).
+			r.saidGoodbye = true
+			r.awayStarted = true
+			r.res.Lost = se.Side
+			r.closeSideLocked(se.Side)
+			if r.awayTimer != nil {
+				r.awayTimer.Stop()
+			}
+			r.startAwayTimerLocked(2 * time.Second)
+			break
+		}
+		if isSide && errors.Is(se.Err, syscall.ECONNRESET) && !r.saidGoodbye {
+			// Pass the reset on to the other peer.
+			if se.Side == SideDownstream {
+				abort(r.up)
+			} else {
+				abort(r.down)
+			}
+		}
+		r.closeBothLocked()
+	}
+	if r.pending > 0 {
+		r.mu.Unlock()
+		return
+	}
+	r.finishLocked()
+	res := r.res
+	r.mu.Unlock()
+	r.done(res)
+}
+
+// finishLocked stops the relay's timers and callbacks, closes both
+// connections and completes the Result.
+func (r *relayState) finishLocked() {
+	if r.idleTimer != nil {
+		r.idleTimer.Stop()
+	}
+	if r.awayTimer != nil {
+		r.awayTimer.Stop()
+	}
+	r.stopCtx()
+	if r.stopAway != nil {
+		r.stopAway()
+	}
+	sweep.remove(r)
+	r.res.IdleTimedOut = r.idleTimedOut
+	for _, d := range []*direction{&r.u2d, &r.d2u} {
+		if d.closeSent {
+			r.res.CloseSent++
+		}
+		r.res.Parked += d.parks
+	}
+	r.closed = true
+	r.down.Close()
+	r.up.Close()
+	r.res.BytesDownToUp, r.res.BytesUpToDown = r.d2u.n, r.u2d.n
 }
 
 // abort makes the next close of c send a TCP reset instead of a FIN.
 func abort(c net.Conn) {
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = l.SetLinger(0)
-	}
-}
-
-// rawCopy is bufferCopy for a socket: it takes a pooled buffer only while a
-// read is being tried and gives it back before waiting for the next bytes,
-// so an idle relay (most WebSockets, most of the time) holds no buffer.
-// The read is the one net.Conn.Read would make; nothing is added per chunk.
-func (d *direction) rawCopy(rc syscall.RawConn) error {
-	for {
-		var bp *[]byte
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			for {
-				n, rerr = syscall.Read(int(fd), *bp)
-				if rerr != syscall.EINTR {
-					break
-				}
-			}
-			if rerr == syscall.EAGAIN {
-				bufPool.Put(bp)
-				bp = nil
-				return false // park until readable, holding no buffer
-			}
-			return true
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil || n <= 0 {
-			if bp != nil {
-				bufPool.Put(bp)
-			}
-			if err != nil {
-				return &SideError{d.srcSide, "read", err}
-			}
-			return nil // EOF
-		}
-		done, werr := d.writeChunk((*bp)[:n])
-		bufPool.Put(bp)
-		if werr != nil {
-			return werr
-		}
-		if done {
-			return nil // close handshake finished after going away
-		}
-	}
-}
-
-// readWaiter is a source that can wait for bytes without a buffer, such as
-// an HTTP/2 stream.
-type readWaiter interface {
-	WaitReadable() error
-}
-
-// waitCopy is bufferCopy for a readWaiter: like rawCopy, it holds a pooled
-// buffer only while bytes are there to read.
-func (d *direction) waitCopy(w readWaiter) error {
-	for {
-		if err := w.WaitReadable(); err != nil {
-			return &SideError{d.srcSide, "read", err}
-		}
-		bp := bufPool.Get().(*[]byte)
-		n, rerr := d.src.Read(*bp)
-		if n > 0 {
-			done, werr := d.writeChunk((*bp)[:n])
-			bufPool.Put(bp)
-			if werr != nil {
-				return werr
-			}
-			if done {
-				return nil // close handshake finished after going away
-			}
-		} else {
-			bufPool.Put(bp)
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return &SideError{d.srcSide, "read", rerr}
-		}
 	}
 }

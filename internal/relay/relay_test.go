@@ -544,7 +544,8 @@ func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
 			}},
 		})
 	}()
-	away := make(chan struct{})
+	away, goAway := context.WithCancel(context.Background())
+	defer goAway()
 	proxyWebSocket(t, h, Options{Observe: true, GoingAway: away, GoingAwayReason: "sidecar draining"})
 	<-dialDone
 	if dialErr != nil {
@@ -572,7 +573,7 @@ func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
 		}
 	}()
 	time.Sleep(100 * time.Millisecond)
-	close(away)
+	goAway()
 	err := <-clientGot
 	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Fatalf("client saw %v, want close 1001", err)

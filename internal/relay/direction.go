@@ -1,0 +1,440 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/wsmesh/wsmesh/internal/wsobserve"
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, DefaultBufferSize); return &b }}
+
+type closeWriter interface{ CloseWrite() error }
+
+// The states of a direction.
+const (
+	stateRunning int32 = iota // a goroutine copies, or waits for bytes
+	stateParked               // no goroutine: the poller or a callback wakes it
+	stateDone                 // the copy has returned
+)
+
+// errParked ends a copy loop whose direction was parked; it never leaves
+// the package.
+var errParked = errors.New("relay: parked")
+
+// direction is one of the two copy loops.
+type direction struct {
+	r          *relayState
+	src, dst   net.Conn
+	srcSide    Side
+	pre        []byte
+	obs        *wsobserve.Observer
+	count      *atomic.Int64
+	bufSize    int
+	splice     bool
+	started    bool // pre was written; owned by the running goroutine
+	n          int64
+	err        error // *SideError, or nil on clean EOF
+	noHalfOpen bool  // dst cannot CloseWrite, so EOF must end the whole relay
+
+	// Parking (see Options.ParkAfter).
+	parkable bool
+	state    atomic.Int32
+	pmu      sync.Mutex // orders an eviction with the reader's answer to it
+	evict    bool       // the sweeper set a past read deadline to stop the wait
+	parks    int        // times parked; owned by the running goroutine
+	token    uint64     // the poller's key while parked on a socket
+	wakeFn   func()     // d.wake, made once
+
+	// Going-away state, guarded by mu (held while writing to dst and feeding
+	// the observer, so a close frame never lands inside another frame).
+	mu        sync.Mutex
+	wantClose []byte // close frame to write at the next boundary
+	closeSent bool   // written; frames from src are observed and dropped
+	finished  bool   // copy has returned
+	sawClose  bool   // src had sent a close frame before the close was written
+}
+
+// run copies until the direction ends or parks. A parked direction is
+// resumed by wake, which calls run again on a new goroutine.
+func (d *direction) run() {
+	err := d.copy()
+	if err == errParked {
+		return
+	}
+	d.err = err
+	d.mu.Lock()
+	d.finished = true
+	d.mu.Unlock()
+	d.state.Store(stateDone)
+	if d.err == nil {
+		if cw, ok := d.dst.(closeWriter); ok {
+			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
+		} else {
+			d.noHalfOpen = true
+		}
+	}
+	d.r.directionDone(d)
+}
+
+// wake resumes a parked direction on a new goroutine. It does nothing when
+// the direction is not parked, so the poller, a readiness callback and a
+// closing relay may all call it.
+func (d *direction) wake() {
+	if d.state.CompareAndSwap(stateParked, stateRunning) {
+		sweep.parked.Add(-1)
+		d.r.ctr.Parked.Add(-1)
+		go d.run()
+	}
+}
+
+// setParked marks d parked; the caller then registers it for wake-up.
+func (d *direction) setParked() {
+	d.parks++
+	sweep.parked.Add(1)
+	d.r.ctr.Parked.Add(1)
+	d.state.Store(stateParked)
+}
+
+// unpark takes d back from the parked state when registering it failed
+// or found it readable. It reports false when a wake got there first, in
+// which case the woken goroutine carries on and the caller must stop.
+func (d *direction) unpark() bool {
+	if d.state.CompareAndSwap(stateParked, stateRunning) {
+		sweep.parked.Add(-1)
+		d.r.ctr.Parked.Add(-1)
+		return true
+	}
+	return false
+}
+
+// evictIfWaiting stops a running direction's wait for bytes (the sweeper
+// found the relay idle), so that it parks.
+func (d *direction) evictIfWaiting() {
+	if !d.parkable || d.state.Load() != stateRunning {
+		return
+	}
+	d.pmu.Lock()
+	if !d.evict {
+		d.evict = true
+		_ = d.src.SetReadDeadline(aLongTimeAgo)
+	}
+	d.pmu.Unlock()
+}
+
+// aLongTimeAgo is a read deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// evicted reports whether err is the sweeper's eviction rather than a real
+// failure, and clears the deadline it set.
+func (d *direction) evicted(err error) bool {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	if !d.evict {
+		return false
+	}
+	d.evict = false
+	_ = d.src.SetReadDeadline(time.Time{})
+	return true
+}
+
+func (d *direction) other() Side {
+	if d.srcSide == SideDownstream {
+		return SideUpstream
+	}
+	return SideDownstream
+}
+
+func (d *direction) wrote(n int) {
+	d.n += int64(n)
+	d.count.Add(int64(n))
+	d.r.ctr.LastActivity.Store(time.Now().UnixNano())
+}
+
+// copy moves bytes until EOF (nil), failure (*SideError) or parking
+// (errParked).
+func (d *direction) copy() error {
+	if !d.started {
+		d.started = true
+		if len(d.pre) > 0 {
+			if d.obs != nil {
+				d.obs.Feed(d.pre)
+			}
+			if _, err := d.dst.Write(d.pre); err != nil {
+				return &SideError{d.other(), "write", err}
+			}
+			d.wrote(len(d.pre))
+			d.pre = nil
+		}
+		if d.splice {
+			return spliceCopy(d)
+		}
+	}
+	return d.bufferCopy()
+}
+
+// goAway asks for frame to be written to dst at the next frame boundary.
+func (d *direction) goAway(frame []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.finished || d.closeSent || d.obs == nil {
+		return
+	}
+	_, _, d.sawClose = d.obs.Close()
+	d.wantClose = frame
+	if d.obs.ToBoundary() == 0 {
+		d.injectLocked()
+	}
+}
+
+// closeBadGateway is close code 1014 (Bad Gateway, RFC 6455 registry): a
+// proxy's upstream failed.
+const closeBadGateway = 1014
+
+// sayGoodbye writes frame to d's destination when that peer should hear
+// why its connection ends: d's stream stands at a frame boundary and no
+// close frame has gone its way yet. It reports whether it wrote.
+func (d *direction) sayGoodbye(frame []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.obs == nil || d.closeSent || d.obs.ToBoundary() != 0 {
+		return false
+	}
+	if _, _, sent := d.obs.Close(); sent {
+		return false // the peer already had a close frame from the other side
+	}
+	d.closeSent = true
+	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := d.dst.Write(frame)
+	return err == nil
+}
+
+// injectLocked writes the pending close frame.
+func (d *direction) injectLocked() {
+	frame := d.wantClose
+	d.wantClose = nil
+	d.closeSent = true
+	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
+	// Not counted: the byte counts are what the peers sent (the access
+	// log's bytes_received and bytes_sent), not what wsmesh added.
+	_, _ = d.dst.Write(frame)
+}
+
+// writeChunk writes p to dst and feeds the observer, splitting p at a frame
+// boundary to write a pending close frame, and dropping what follows it.
+// It reports whether src's close frame has now been seen after our close
+// frame went out (the handshake is complete on this side).
+func (d *direction) writeChunk(p []byte) (done bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(p) > 0 {
+		if d.closeSent {
+			d.wrote(len(p)) // received from the peer, though dropped
+			if d.obs != nil {
+				d.obs.Feed(p)
+				_, _, ok := d.obs.Close()
+				return ok || d.sawClose, nil
+			}
+			return false, nil
+		}
+		k := len(p)
+		if d.wantClose != nil {
+			tb := d.obs.ToBoundary()
+			switch {
+			case tb == 0:
+				d.injectLocked()
+				continue
+			case tb < 0:
+				k = 1
+			case tb < int64(k):
+				k = int(tb)
+			}
+		}
+		// Observe before writing: the answer the other peer sends to these
+		// bytes must not be observed (and timestamped) before them.
+		if d.obs != nil {
+			d.obs.Feed(p[:k])
+		}
+		if _, werr := d.dst.Write(p[:k]); werr != nil {
+			return false, &SideError{d.other(), "write", werr}
+		}
+		d.wrote(k)
+		p = p[k:]
+	}
+	if d.wantClose != nil && d.obs.ToBoundary() == 0 {
+		d.injectLocked()
+	}
+	return false, nil
+}
+
+// bufferCopy moves bytes through a buffer, feeding the observer if any.
+func (d *direction) bufferCopy() error {
+	if sc, ok := d.src.(syscall.Conn); ok && d.bufSize == DefaultBufferSize {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return d.rawCopy(rc)
+		}
+	}
+	if w, ok := d.src.(readWaiter); ok && d.bufSize == DefaultBufferSize {
+		return d.waitCopy(w)
+	}
+	var buf []byte
+	if d.bufSize == DefaultBufferSize {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		buf = *bp
+	} else {
+		buf = make([]byte, d.bufSize)
+	}
+	for {
+		n, rerr := d.src.Read(buf)
+		if n > 0 {
+			done, werr := d.writeChunk(buf[:n])
+			if werr != nil {
+				return werr
+			}
+			if done {
+				return nil // close handshake finished after going away
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &SideError{d.srcSide, "read", rerr}
+		}
+	}
+}
+
+// rawCopy is bufferCopy for a socket: it takes a pooled buffer only while a
+// read is being tried and gives it back before waiting for the next bytes,
+// so an idle relay (most WebSockets, most of the time) holds no buffer.
+// The read is the one net.Conn.Read would make; nothing is added per chunk.
+func (d *direction) rawCopy(rc syscall.RawConn) error {
+	for {
+		var bp *[]byte
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			if bp == nil {
+				bp = bufPool.Get().(*[]byte)
+			}
+			for {
+				n, rerr = syscall.Read(int(fd), *bp)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				bufPool.Put(bp)
+				bp = nil
+				return false // park until readable, holding no buffer
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil || n <= 0 {
+			if bp != nil {
+				bufPool.Put(bp)
+			}
+			if err == nil {
+				return nil // EOF
+			}
+			if d.evicted(err) {
+				if d.parkSocket(rc) {
+					return errParked
+				}
+				continue
+			}
+			return &SideError{d.srcSide, "read", err}
+		}
+		done, werr := d.writeChunk((*bp)[:n])
+		bufPool.Put(bp)
+		if werr != nil {
+			return werr
+		}
+		if done {
+			return nil // close handshake finished after going away
+		}
+	}
+}
+
+// readWaiter is a source that can wait for bytes without a buffer, such as
+// an HTTP/2 stream.
+type readWaiter interface {
+	WaitReadable() error
+}
+
+// ReadNotifier is a source that can call back when it becomes readable
+// (an HTTP/2 stream), so that a parked direction reading from it needs no
+// goroutine.
+type ReadNotifier interface {
+	// NotifyReadable arranges for f to be called once, on some other
+	// goroutine, when Read would not block (bytes, end of stream, an
+	// error, or Close). It reports false, arranging nothing, when Read
+	// would not block already.
+	NotifyReadable(f func()) bool
+}
+
+// waitCopy is bufferCopy for a readWaiter: like rawCopy, it holds a pooled
+// buffer only while bytes are there to read.
+func (d *direction) waitCopy(w readWaiter) error {
+	for {
+		if err := w.WaitReadable(); err != nil {
+			if d.evicted(err) {
+				if d.parkNotifier() {
+					return errParked
+				}
+				continue
+			}
+			return &SideError{d.srcSide, "read", err}
+		}
+		bp := bufPool.Get().(*[]byte)
+		n, rerr := d.src.Read(*bp)
+		if n > 0 {
+			done, werr := d.writeChunk((*bp)[:n])
+			bufPool.Put(bp)
+			if werr != nil {
+				return werr
+			}
+			if done {
+				return nil // close handshake finished after going away
+			}
+		} else {
+			bufPool.Put(bp)
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &SideError{d.srcSide, "read", rerr}
+		}
+	}
+}
+
+// parkNotifier parks a direction reading from a ReadNotifier. It reports
+// false when the source is readable already, so the caller goes on.
+func (d *direction) parkNotifier() bool {
+	n, ok := d.src.(ReadNotifier)
+	if !ok {
+		return false
+	}
+	if d.wakeFn == nil {
+		d.wakeFn = d.wake
+	}
+	d.setParked()
+	if n.NotifyReadable(d.wakeFn) {
+		return true
+	}
+	return !d.unpark()
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package relay
+
+import "syscall"
+
+func pollerAvailable() bool { return false }
+
+func (d *direction) parkSocket(rc syscall.RawConn) bool { return false }
