@@ -287,6 +287,12 @@ func (st *Stream) Write(p []byte) (int, error) { return st.s.write(p) }
 // nothing, so a relay need not hold a buffer while the stream is idle.
 func (st *Stream) WaitReadable() error { return st.s.waitReadable() }
 
+// NotifyReadable arranges for f to be called once, on another goroutine,
+// when Read would not block; it reports false, arranging nothing, when
+// Read would not block already. A relay uses it to wait without a
+// goroutine.
+func (st *Stream) NotifyReadable(f func()) bool { return st.s.notifyReadable(f) }
+
 // CloseWrite ends the request body (END_STREAM); reading continues.
 func (st *Stream) CloseWrite() error { return st.s.closeWrite() }
 

@@ -337,7 +337,7 @@ func (sc *serverConn) onHeaders(hb *hdrBlock) error {
 	st = newStream(sc.conn, id)
 	st.declLen = declLen
 	st.ctx, st.cancel = context.WithCancel(sc.ctx)
-	ss := &ServerStream{Request: req, s: st}
+	ss := &ServerStream{Request: req, s: st, sc: sc}
 	sc.mu.Lock()
 	sc.streams[id] = st
 	sc.w.mu.Lock()
@@ -413,21 +413,40 @@ func (sc *serverConn) trailers(st *stream, hb *hdrBlock) error {
 }
 
 func (sc *serverConn) runHandler(ss *ServerStream) {
-	defer sc.handlers.Done()
-	defer sc.live.Add(-1)
 	defer func() {
 		if r := recover(); r != nil {
 			sc.s.log.Error("h2tunnel: handler panic", "panic", r, "stack", string(debug.Stack()))
 			ss.s.close(http2.ErrCodeInternal)
+			sc.live.Add(-1)
+			sc.handlers.Done()
 			return
 		}
-		ss.finish()
+		if !ss.detached {
+			ss.release()
+		}
 	}()
 	if h := sc.s.cfg.Handler; h != nil {
 		h(ss)
 	} else {
 		ss.WriteResponse(404, nil, true)
 	}
+}
+
+// Detach lets the Handler return while the stream stays in use, for work
+// that goes on without a goroutine of its own (a relay). What the
+// Handler's return would do (end the stream as ServerStream describes, and
+// count the handler as done, for ServeConn and the concurrency limit)
+// happens when release is called instead. Call Detach from the Handler
+// only, and release exactly once.
+func (ss *ServerStream) Detach() (release func()) {
+	ss.detached = true
+	return ss.release
+}
+
+func (ss *ServerStream) release() {
+	ss.finish()
+	ss.sc.live.Add(-1)
+	ss.sc.handlers.Done()
 }
 
 // ServerStream is one request stream on the server side. Read returns the
@@ -437,8 +456,10 @@ func (sc *serverConn) runHandler(ss *ServerStream) {
 // END_STREAM, and an unread request body is cut short with RST_STREAM
 // NO_ERROR (RFC 9113 §8.1).
 type ServerStream struct {
-	Request *Request
-	s       *stream
+	Request  *Request
+	s        *stream
+	sc       *serverConn
+	detached bool // set by Detach, read when the Handler returns
 }
 
 // ID returns the HTTP/2 stream id.
@@ -458,6 +479,12 @@ func (ss *ServerStream) Read(p []byte) (int, error) { return ss.s.read(p) }
 // WaitReadable blocks until Read would return without blocking, consuming
 // nothing, so a relay need not hold a buffer while the stream is idle.
 func (ss *ServerStream) WaitReadable() error { return ss.s.waitReadable() }
+
+// NotifyReadable arranges for f to be called once, on another goroutine,
+// when Read would not block; it reports false, arranging nothing, when
+// Read would not block already. A relay uses it to wait without a
+// goroutine.
+func (ss *ServerStream) NotifyReadable(f func()) bool { return ss.s.notifyReadable(f) }
 
 // WriteResponse queues the response HEADERS; endStream ends the stream
 // (no body).

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -31,6 +32,7 @@ type stream struct {
 	resp        *Response     // client: response head
 	headErr     error
 	rnotify     chan struct{}
+	onReadable  atomic.Pointer[func()] // called once by the next notifyRead
 	rdl         deadline
 
 	// Send side, guarded by c.w.mu.
@@ -75,6 +77,23 @@ func (st *stream) notifyRead() {
 	case st.rnotify <- struct{}{}:
 	default:
 	}
+	if f := st.onReadable.Swap(nil); f != nil {
+		(*f)()
+	}
+}
+
+// notifyReadable arranges for f to be called by the next notifyRead,
+// unless read would not block already (then it reports false).
+func (st *stream) notifyReadable(f func()) bool {
+	pf := &f
+	st.onReadable.Store(pf)
+	st.mu.Lock()
+	ready := st.localClosed || st.buf.Len() > 0 || st.rerr != nil
+	st.mu.Unlock()
+	if ready && st.onReadable.CompareAndSwap(pf, nil) {
+		return false
+	}
+	return true // a notifyRead after the Store calls f
 }
 
 // signalWrite wakes a Write waiting on st. Called with c.w.mu held.
@@ -154,7 +173,7 @@ func (st *stream) read(p []byte) (int, error) {
 		st.mu.Unlock()
 		select {
 		case <-st.rnotify:
-		case <-st.rdl.wait():
+		case <-st.rdl.waitLater():
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
 			st.mu.Unlock()
@@ -181,7 +200,7 @@ func (st *stream) waitReadable() error {
 		st.mu.Unlock()
 		select {
 		case <-st.rnotify:
-		case <-st.rdl.wait():
+		case <-st.rdl.waitLater():
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
 			st.mu.Unlock()
@@ -375,10 +394,22 @@ func (d *deadline) set(t time.Time) {
 	}
 }
 
-// wait returns a channel closed when the deadline passes (nil: never).
+// wait returns a channel closed when the deadline passes (nil: no
+// deadline is set, and one set later is not seen).
 func (d *deadline) wait() chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.cancel
+}
+
+// waitLater is wait for a waiter that must also see a deadline set while
+// it waits (a reader a relay may stop with a past deadline).
+func (d *deadline) waitLater() chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cancel == nil {
+		d.cancel = make(chan struct{})
+	}
 	return d.cancel
 }
 

@@ -32,7 +32,9 @@ func (p *Proxy) ServeH2Stream(ctx context.Context, st *h2tunnel.ServerStream) {
 	}
 	hreq := st.Request
 	if hreq.Method == "CONNECT" && strings.EqualFold(hreq.Protocol, "websocket") {
-		p.tunnelToH1(ctx, st, rec)
+		ho := &handoff{detach: st.Detach}
+		defer ho.run()
+		p.tunnelToH1(ctx, st, rec, ho)
 		return
 	}
 	p.plainH2ToH1(ctx, st, rec)
@@ -77,7 +79,7 @@ func (p *Proxy) routeH2(st *h2tunnel.ServerStream, req *h1.Request, rec *accessl
 }
 
 // tunnelToH1 converts an extended CONNECT to an HTTP/1.1 upgrade.
-func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *accesslog.Record) {
+func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *accesslog.Record, ho *handoff) {
 	req, expectedAccept, err := h2tunnel.ConnectToUpgrade(st.Request)
 	if err != nil {
 		p.h2Reply(st, &LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "invalid_extended_connect", Body: err.Error()}, rec)
@@ -90,7 +92,11 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 		return
 	}
 	if t.Done != nil {
-		defer t.Done()
+		defer func() {
+			if !ho.taken { // else the WebSocket relay calls it when it ends
+				t.Done()
+			}
+		}()
 	}
 	u, err := p.dial(ctx, t)
 	if err != nil {
@@ -153,7 +159,8 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 	}
 	upPre := takeBuffered(u.br)
 	u.release()
-	p.relayWebSocket(ctx, st, nil, u.Conn, upPre, rec, t)
+	st.Request.Header = nil // converted and logged; not kept for the WebSocket's life
+	p.relayWebSocket(ctx, st, nil, u.Conn, upPre, rec, t, ho)
 }
 
 // plainH2ToH1 forwards a plain HTTP/2 request to an HTTP/1.1 upstream.

@@ -24,7 +24,7 @@ const fallbackDetails = "via_upstream;http1_fallback:peer_did_not_advertise_exte
 // should go over HTTP/1.1 instead (the peer does not allow extended
 // CONNECT and strict mode is off); t.Endpoints is then narrowed to the
 // endpoints that must be tried that way.
-func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, t *Target, rec *accesslog.Record) (done, keepAlive bool) {
+func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, t *Target, rec *accesslog.Record, ho *handoff) (done, keepAlive bool) {
 	creq, err := h2tunnel.UpgradeToConnect(req, "http")
 	if err != nil {
 		p.writeLocalReply(c, &LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "http1.invalid_upgrade", Body: err.Error()}, rec, true)
@@ -100,7 +100,8 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 			Subprotocol: resp.Headers.Get("Sec-WebSocket-Protocol"),
 			Extensions:  resp.Headers.Get("Sec-WebSocket-Extensions"),
 		}
-		p.relayWebSocket(ctx, c, takeDownstream(br), st, nil, rec, t)
+		st.Response.Header = nil // converted and logged; not kept for the WebSocket's life
+		p.relayWebSocket(ctx, c, takeDownstream(br), st, nil, rec, t, ho)
 		return true, false
 	}
 	if len(fallback) > 0 {

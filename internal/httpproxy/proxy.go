@@ -74,6 +74,10 @@ type Config struct {
 	// WebSocketIdleTimeout closes a WebSocket with no bytes either way
 	// for this long. 0 (the default) never cuts an open WebSocket.
 	WebSocketIdleTimeout time.Duration
+	// ParkAfter is how long a quiet WebSocket keeps goroutines waiting
+	// for its bytes before it parks and holds none (relay.Options); 0 is
+	// relay.DefaultParkAfter, negative never parks.
+	ParkAfter time.Duration
 	// ObserveWebSocket enables the passive frame observer.
 	ObserveWebSocket bool
 	// H2 is the HTTP/2 connection pool used for Targets with H2 set.
@@ -104,6 +108,7 @@ type Proxy struct {
 	fallbk  sync.Map // endpoint address -> time the peer was seen without extended CONNECT
 	closing chan struct{}
 	once    sync.Once
+	relays  sync.WaitGroup // WebSocket relays under way
 }
 
 // New returns a Proxy.
@@ -124,8 +129,11 @@ func New(cfg Config) *Proxy {
 	return &Proxy{cfg: cfg, pool: newH1Pool(64, 90*time.Second), closing: make(chan struct{})}
 }
 
-// Close releases idle upstream connections.
+// Close waits for the WebSocket relays under way to end (the caller ends
+// them: a drain, or the connections' context), then releases idle
+// upstream connections.
 func (p *Proxy) Close() {
+	p.relays.Wait()
 	p.once.Do(func() { close(p.closing) })
 	p.pool.closeAll()
 }

@@ -17,16 +17,20 @@ import (
 // ServeH1 serves HTTP/1.1 requests arriving on downstream connection c until
 // it closes, the idle timeout passes or ctx ends. br must read from c; bytes
 // it already buffered (for example by protocol detection) are the start of
-// the first request. ServeH1 closes c before returning.
+// the first request. ServeH1 closes c before returning, except when c became
+// a WebSocket: then ServeH1 returns at once and the relay (which needs no
+// goroutine of its own while the WebSocket is idle) closes c when it ends.
 func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
-	defer c.Close()
+	ho := &handoff{}
+	defer ho.run()
+	ho.add(func() { c.Close() })
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
-	defer stop()
+	ho.early = append(ho.early, func() { stop() }) // a relay watches ctx itself
 	if !p.cfg.Limiter.Acquire() {
 		p.rejectOverload(c, br)
 		return
 	}
-	defer p.cfg.Limiter.Release()
+	ho.add(p.cfg.Limiter.Release)
 	// A new connection must send its first request within the header-read
 	// timeout: a silent one does not hold a connection slot for the whole
 	// keep-alive idle timeout.
@@ -51,7 +55,7 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		if !p.exchangeH1(ctx, c, br, req, start) {
+		if !p.exchangeH1(ctx, c, br, req, start, ho) {
 			return
 		}
 	}
@@ -84,7 +88,7 @@ func (p *Proxy) rejectHead(c net.Conn, err error, start time.Time) {
 
 // exchangeH1 handles one request whose head has been read. It reports
 // whether the downstream connection may carry another request.
-func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, start time.Time) bool {
+func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, start time.Time, ho *handoff) bool {
 	rec := p.newRecord(c, start)
 	rec.Method = req.Method
 	rec.Path = req.Target
@@ -106,13 +110,17 @@ func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, re
 		return keepAlive
 	}
 	if target.Done != nil {
-		defer target.Done()
+		defer func() {
+			if !ho.taken { // else the WebSocket relay calls it when it ends
+				target.Done()
+			}
+		}()
 	}
 	rec.RouteName = target.RouteName
 	rec.UpstreamCluster = target.Cluster
 
 	if h1.IsWebSocketUpgrade(req) {
-		return p.upgradeH1(ctx, c, br, req, target, rec)
+		return p.upgradeH1(ctx, c, br, req, target, rec, ho)
 	}
 	if target.H2 && p.cfg.H2 != nil {
 		return p.forwardPlainOverH2(ctx, c, br, req, target, rec, keepAlive)

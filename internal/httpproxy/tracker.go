@@ -1,10 +1,8 @@
 package httpproxy
 
 import (
-	"context"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/wsmesh/wsmesh/internal/relay"
@@ -36,33 +34,44 @@ type Tracked struct {
 	// Counters are the live byte counts of a relayed connection.
 	Counters relay.Counters
 
-	away     context.Context // done to close the WebSocket with 1001
-	goAway   context.CancelFunc
-	awayOnce sync.Once
-	reason   atomic.Pointer[string]
-}
-
-func (t *Tracked) init() {
-	if t.away == nil {
-		t.away, t.goAway = context.WithCancel(context.Background())
-	}
+	mu      sync.Mutex
+	goAway  func() // the relay's; nil until it started
+	reason  string
+	leaving bool // GoAway was called
 }
 
 // GoAway asks the connection's relay to close both peers with close 1001
 // (Going Away) and reason at the next frame boundaries.
 func (t *Tracked) GoAway(reason string) {
-	t.awayOnce.Do(func() {
-		t.reason.Store(&reason)
-		t.goAway()
-	})
+	t.mu.Lock()
+	if t.leaving {
+		t.mu.Unlock()
+		return
+	}
+	t.leaving, t.reason = true, reason
+	f := t.goAway
+	t.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// started records the relay's goAway, and calls it when GoAway came first.
+func (t *Tracked) started(goAway func()) {
+	t.mu.Lock()
+	t.goAway = goAway
+	leaving := t.leaving
+	t.mu.Unlock()
+	if leaving {
+		goAway()
+	}
 }
 
 // awayReason is the reason given to GoAway.
 func (t *Tracked) awayReason() string {
-	if r := t.reason.Load(); r != nil {
-		return *r
-	}
-	return ""
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.reason
 }
 
 // NewTracker returns an empty Tracker.
@@ -73,7 +82,6 @@ func (tr *Tracker) Add(t *Tracked) (remove func()) {
 	if tr == nil {
 		return func() {}
 	}
-	t.init()
 	tr.mu.Lock()
 	tr.next++
 	t.ID = tr.next

@@ -18,7 +18,7 @@ import (
 // upgradeH1 forwards an RFC 6455 upgrade request. On 101 the connection
 // becomes a byte stream relayed both ways until both sides close; any other
 // answer is forwarded as a plain response.
-func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, t *Target, rec *accesslog.Record) bool {
+func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req *h1.Request, t *Target, rec *accesslog.Record, ho *handoff) bool {
 	if body, _ := h1.RequestBody(req); body.Kind != h1.BodyNone {
 		p.writeLocalReply(c, &LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "http1.invalid_upgrade", Body: "a WebSocket upgrade request must not carry a body"}, rec, true)
 		p.finish(rec, t)
@@ -30,7 +30,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 		return false
 	}
 	if t.H2 && p.cfg.H2 != nil {
-		if done, keep := p.upgradeOverH2(ctx, c, br, req, t, rec); done {
+		if done, keep := p.upgradeOverH2(ctx, c, br, req, t, rec, ho); done {
 			return keep
 		}
 	}
@@ -102,7 +102,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	downPre := takeDownstream(br)
 	upPre := takeBuffered(u.br)
 	u.release()
-	p.relayWebSocket(ctx, c, downPre, u.Conn, upPre, rec, t)
+	p.relayWebSocket(ctx, c, downPre, u.Conn, upPre, rec, t, ho)
 	return false
 }
 
@@ -152,27 +152,43 @@ func takeBuffered(br *bufio.Reader) []byte {
 	return b
 }
 
-// relayWebSocket relays an upgraded connection and completes its record.
-func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byte, up net.Conn, upPre []byte, rec *accesslog.Record, t *Target) {
+// relayWebSocket starts relaying an upgraded connection and returns. When
+// the relay ends it completes and logs the record, calls t.Done and does
+// the serving goroutine's remaining work, taken from ho.
+func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byte, up net.Conn, upPre []byte, rec *accesslog.Record, t *Target, ho *handoff) {
 	tr := &Tracked{
 		Reporter: p.cfg.Reporter, Kind: "websocket", Protocol: rec.Protocol, Start: rec.StartTime,
 		Downstream: rec.DownstreamRemoteAddress, Upstream: rec.UpstreamHost, Cluster: rec.UpstreamCluster,
 		Authority: rec.Authority, Path: rec.Path,
 	}
-	tr.init()
 	if p.cfg.OnWebSocketOpen != nil {
 		p.cfg.OnWebSocketOpen()
 	}
 	remove := p.cfg.Tracker.Add(tr)
-	defer remove()
-	res := relay.Relay(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
+	rest := ho.take()
+	t.Endpoints = nil // routing is over; the relay may live for days
+	p.relays.Add(1)
+	goAway := relay.Start(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
 		IdleTimeout:       p.cfg.WebSocketIdleTimeout,
 		Observe:           p.cfg.ObserveWebSocket,
 		Counters:          &tr.Counters,
 		PerMessageDeflate: strings.Contains(rec.WebSocket.Extensions, "permessage-deflate"),
-		GoingAway:         tr.away,
 		GoingAwayReasonFn: tr.awayReason,
+		ParkAfter:         p.cfg.ParkAfter,
+	}, func(res relay.Result) {
+		p.webSocketEnded(res, rec, tr, t)
+		remove()
+		if t.Done != nil {
+			t.Done()
+		}
+		rest()
+		p.relays.Done()
 	})
+	tr.started(goAway)
+}
+
+// webSocketEnded completes and logs the record of a relayed WebSocket.
+func (p *Proxy) webSocketEnded(res relay.Result, rec *accesslog.Record, tr *Tracked, t *Target) {
 	rec.BytesReceived += res.BytesDownToUp
 	rec.BytesSent += res.BytesUpToDown
 	ws := rec.WebSocket

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/wsmesh/wsmesh/internal/detect"
@@ -80,6 +81,15 @@ func (c *OriginalConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
+}
+
+// SyscallConn returns the underlying socket's, so that a relay can wait
+// for an idle connection's bytes without a goroutine.
+func (c *OriginalConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // Intercepted prepares a connection an iptables REDIRECT sent to a

@@ -169,7 +169,7 @@ func (e *SideError) Unwrap() error { return e.Err }
 // reset.
 func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options) Result {
 	ch := make(chan Result, 1)
-	Start(ctx, down, up, pre, opts, func(r Result) { ch <- r })
+	_ = Start(ctx, down, up, pre, opts, func(r Result) { ch <- r })
 	return <-ch
 }
 
@@ -179,7 +179,11 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // has one, and a direction that has been quiet for Options.ParkAfter has
 // none (see ParkAfter). done runs on whichever goroutine ended the relay
 // and may block; nothing else of the relay waits for it.
-func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) {
+//
+// goAway does what Options.GoingAway does when it is done, for callers that
+// would rather call a function than keep a context per relay; calling it
+// more than once, or after the relay ended, does nothing.
+func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) (goAway func()) {
 	r := &relayState{ctx: ctx, down: down, up: up, opts: opts, done: done, pending: 2}
 	r.ctr = opts.Counters
 	if r.ctr == nil {
@@ -232,6 +236,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	r.mu.Unlock()
 	go r.d2u.run()
 	go r.u2d.run()
+	return r.onGoingAway
 }
 
 // relayState is one relay in progress: its two directions and the events

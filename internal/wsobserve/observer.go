@@ -103,9 +103,7 @@ type Observer struct {
 
 	bytes, frames, messages, pings, pongs int64
 	violation                             Violation
-	closeCode                             uint16
-	closeReasonN                          uint8
-	closeReason                           [maxControlLength - 2]byte
+	closeCode                             uint16 // the reason is closeBuf[2:closeN], kept once published
 
 	// Published at the end of each Feed for readers on other goroutines.
 	pub struct {
@@ -254,8 +252,9 @@ func (o *Observer) startFrame(h []byte) {
 	case OpPong:
 		o.pongs++
 	case OpClose:
-		o.collecting = !o.pub.closed.Load()
-		o.closeN = 0
+		if o.collecting = !o.pub.closed.Load(); o.collecting {
+			o.closeN = 0
+		}
 	}
 	o.remain = length
 	if length == 0 {
@@ -288,7 +287,6 @@ func (o *Observer) endFrame() {
 		return
 	default:
 		o.closeCode = binary.BigEndian.Uint16(o.closeBuf[:2])
-		o.closeReasonN = uint8(copy(o.closeReason[:], o.closeBuf[2:o.closeN]))
 	}
 	// Publishing after writing code and reason lets Close read them safely.
 	o.pub.closed.Store(true)
@@ -355,7 +353,10 @@ func (o *Observer) Close() (code int, reason string, ok bool) {
 	if !o.pub.closed.Load() {
 		return 0, "", false
 	}
-	return int(o.closeCode), string(o.closeReason[:o.closeReasonN]), true
+	if o.closeN < 2 {
+		return int(o.closeCode), "", true
+	}
+	return int(o.closeCode), string(o.closeBuf[2:o.closeN]), true
 }
 
 // Violation returns the first protocol violation seen, or NoViolation.

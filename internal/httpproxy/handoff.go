@@ -1,0 +1,50 @@
+package httpproxy
+
+// handoff is what the goroutine serving a downstream connection (or an
+// HTTP/2 stream) must do once it is done with it: close it, release its
+// connection slot, end the stream. A WebSocket relay takes it over, so that
+// the goroutine returns while the relay goes on without one (see
+// relay.Start), and does it when the relay ends.
+type handoff struct {
+	fns   []func()
+	early []func() // run by take: what a relay does not need kept
+	taken bool
+	// detach, when set, is called by take to keep the connection open past
+	// the serving goroutine's return; what it returns is run at the end
+	// (h2tunnel.ServerStream.Detach).
+	detach func() func()
+}
+
+// add queues f; queued functions run last-in first-out, like defers.
+func (h *handoff) add(f func()) { h.fns = append(h.fns, f) }
+
+// run does the queued work, unless a relay took it.
+func (h *handoff) run() {
+	if !h.taken {
+		for _, f := range h.early {
+			f()
+		}
+		h.runAll()
+	}
+}
+
+// take hands the queued work to the caller, which must call the returned
+// function once, when it is done with the connection.
+func (h *handoff) take() func() {
+	h.taken = true
+	for _, f := range h.early {
+		f()
+	}
+	h.early = nil
+	if h.detach != nil {
+		h.add(h.detach())
+	}
+	return h.runAll
+}
+
+func (h *handoff) runAll() {
+	for i := len(h.fns) - 1; i >= 0; i-- {
+		h.fns[i]()
+	}
+	h.fns = nil
+}
