@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
+	"github.com/wsmesh/wsmesh/internal/relay"
 )
 
 // Reporter label values: which sidecar of a request reports it.
@@ -127,8 +128,12 @@ func New() *Metrics {
 			Help: "WebSockets sent over HTTP/1.1 because an HTTP/2 upstream did not offer extended CONNECT (RFC 8441).",
 		}, []string{"endpoint"}),
 	}
+	parked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wsmesh_relay_directions_parked",
+		Help: "Directions of relayed connections idle long enough to wait for bytes without a goroutine (two per fully idle WebSocket).",
+	}, func() float64 { return float64(relay.Parked()) })
 	m.reg.MustRegister(m.requests, m.requestDuration, m.requestBytes, m.responseBytes,
-		m.tcpSent, m.tcpReceived, m.tcpOpened, m.tcpClosed, m.wsActive, m.wsMessages, m.h2Fallback)
+		m.tcpSent, m.tcpReceived, m.tcpOpened, m.tcpClosed, m.wsActive, m.wsMessages, m.h2Fallback, parked)
 	return m
 }
 
