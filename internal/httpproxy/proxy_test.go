@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // staticRouter sends every request to fixed endpoints, or answers NR for
@@ -31,39 +31,10 @@ func (r staticRouter) Route(req *h1.Request, _ net.Addr) (*Target, error) {
 	return &Target{RouteName: "default", Cluster: "outbound|80||test", Endpoints: r.endpoints, ConnectTimeout: time.Second}, nil
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("bad log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // startProxy serves the proxy on a loopback listener until the test ends.
-func startProxy(t *testing.T, cfg Config) (addr string, logs *logBuf) {
+func startProxy(t *testing.T, cfg Config) (addr string, logs *testutil.Lines) {
 	t.Helper()
-	logs = &logBuf{}
+	logs = &testutil.Lines{}
 	cfg.Access = accesslog.New(logs)
 	cfg.ObserveWebSocket = true
 	p := New(cfg)
@@ -143,8 +114,8 @@ func TestPlainRequestsKeepAliveAndChunked(t *testing.T) {
 		}
 	}
 	c.Close()
-	waitFor(t, func() bool { return len(logs.records(t)) == 2 })
-	recs := logs.records(t)
+	waitFor(t, func() bool { return len(logs.Records(t)) == 2 })
+	recs := logs.Records(t)
 	if recs[1]["method"] != "POST" || recs[1]["bytes_received"].(float64) != 5 || recs[1]["response_code"].(float64) != 200 || recs[1]["upstream_host"] != up {
 		t.Fatalf("record: %v", recs[1])
 	}
@@ -177,13 +148,13 @@ func TestLocalReplies(t *testing.T) {
 			t.Fatalf("%q: %v %v", tc.req[:20], resp, err)
 		}
 	}
-	waitFor(t, func() bool { return len(logs.records(t)) == len(cases) })
+	waitFor(t, func() bool { return len(logs.Records(t)) == len(cases) })
 	// Lines come in the order the requests ended, not always case order.
 	want := map[float64]string{}
 	for _, c := range cases {
 		want[float64(c.status)] = c.flag
 	}
-	for _, r := range logs.records(t) {
+	for _, r := range logs.Records(t) {
 		code := r["response_code"].(float64)
 		if r["response_flags"] != want[code] {
 			t.Errorf("status %v: flags %v want %s", code, r["response_flags"], want[code])
@@ -231,8 +202,8 @@ func TestWebSocketRelayAndRecord(t *testing.T) {
 		}
 	}
 	c.Close(websocket.StatusNormalClosure, "bye")
-	waitFor(t, func() bool { return len(logs.records(t)) == 1 })
-	r := logs.records(t)[0]
+	waitFor(t, func() bool { return len(logs.Records(t)) == 1 })
+	r := logs.Records(t)[0]
 	if r["response_code"].(float64) != 101 || r["websocket_messages_downstream"].(float64) != 3 || r["websocket_messages_upstream"].(float64) != 3 {
 		t.Fatalf("record: %v", r)
 	}
@@ -279,9 +250,9 @@ func TestConnectionLimitAnswers503(t *testing.T) {
 		t.Fatalf("second: %v %v", resp, err)
 	}
 	first.Close()
-	waitFor(t, func() bool { return len(logs.records(t)) == 2 })
+	waitFor(t, func() bool { return len(logs.Records(t)) == 2 })
 	var flags []string
-	for _, r := range logs.records(t) {
+	for _, r := range logs.Records(t) {
 		flags = append(flags, r["response_flags"].(string))
 	}
 	if !strings.Contains(strings.Join(flags, " "), "OM") {

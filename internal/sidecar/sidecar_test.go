@@ -1,9 +1,7 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,13 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsmesh/wsmesh/internal/testutil"
-
 	"github.com/coder/websocket"
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/discovery"
 	"github.com/wsmesh/wsmesh/internal/echo"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // meshOpts shapes the test mesh: the guide's two workloads on loopback.
@@ -37,7 +34,7 @@ type mesh struct {
 	egress, inPort      int
 	app                 string
 	client, server      *Sidecar
-	clientLog, srvLog   *lineBuf
+	clientLog, srvLog   *testutil.Lines
 	cancel              context.CancelFunc
 	clientDone, srvDone chan error
 }
@@ -123,54 +120,10 @@ spec:
             allow_connect: true
 `
 
-type lineBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lineBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lineBuf) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("access log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func (l *lineBuf) wait(t *testing.T, n int) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := l.records(t)
-		if len(r) >= n {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("want %d access-log lines, have %d", n, len(r))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // startMesh runs the echo app and both sidecars in this process.
 func startMesh(t *testing.T, o meshOpts) *mesh {
 	t.Helper()
-	m := &mesh{dir: t.TempDir(), egress: freePort(t), inPort: freePort(t), clientLog: &lineBuf{}, srvLog: &lineBuf{}}
+	m := &mesh{dir: t.TempDir(), egress: freePort(t), inPort: freePort(t), clientLog: &testutil.Lines{}, srvLog: &testutil.Lines{}}
 	appLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +160,7 @@ func startMesh(t *testing.T, o meshOpts) *mesh {
 	m.cancel = cancel
 	srcDone := make(chan struct{})
 	go func() { defer close(srcDone); src.Run(ctx) }()
-	start := func(workload string, log *lineBuf) (*Sidecar, chan error) {
+	start := func(workload string, log *testutil.Lines) (*Sidecar, chan error) {
 		sc, err := New(Options{Source: src, Workload: workload, Access: accesslog.New(log), Logger: quiet,
 			ObserveWebSocket: true, H2Strict: o.strict, DrainGrace: o.drainGrace, WebSocketIdleTimeout: o.wsIdle})
 		if err != nil {
@@ -286,7 +239,7 @@ func TestGuideOverHTTP1(t *testing.T) {
 	echoOnce(t, ctx, c, "hello")
 	echoOnce(t, ctx, c, "world")
 	c.Close(websocket.StatusNormalClosure, "")
-	cl, sl := m.clientLog.wait(t, 1)[0], m.srvLog.wait(t, 1)[0]
+	cl, sl := m.clientLog.Wait(t, 1)[0], m.srvLog.Wait(t, 1)[0]
 	for _, r := range []map[string]any{cl, sl} {
 		if r["protocol"] != "HTTP/1.1" || r["response_code"] != 101.0 || r["websocket_messages_downstream"] != 2.0 || r["websocket_close_code"] != 1000.0 {
 			t.Fatalf("record %v", r)
@@ -336,7 +289,7 @@ func TestGuideOverHTTP2(t *testing.T) {
 	for _, c := range conns {
 		c.Close(websocket.StatusNormalClosure, "")
 	}
-	cl, sl := m.clientLog.wait(t, n), m.srvLog.wait(t, n)
+	cl, sl := m.clientLog.Wait(t, n), m.srvLog.Wait(t, n)
 	for i := range cl {
 		if cl[i]["protocol"] != "HTTP/1.1" || sl[i]["protocol"] != "HTTP/2" || sl[i]["method"] != "GET" || sl[i]["response_code"] != 101.0 {
 			t.Fatalf("records: client %v server %v", cl[i], sl[i])
@@ -357,7 +310,7 @@ func TestHTTP2FallbackAndStrict(t *testing.T) {
 			echoOnce(t, ctx, c, "hello")
 			c.Close(websocket.StatusNormalClosure, "")
 		}
-		cl, sl := m.clientLog.wait(t, 2), m.srvLog.wait(t, 2)
+		cl, sl := m.clientLog.Wait(t, 2), m.srvLog.Wait(t, 2)
 		for i := range cl {
 			if !strings.Contains(cl[i]["response_code_details"].(string), "http1_fallback") || sl[i]["protocol"] != "HTTP/1.1" {
 				t.Fatalf("client %v\nserver %v", cl[i], sl[i])
@@ -372,7 +325,7 @@ func TestHTTP2FallbackAndStrict(t *testing.T) {
 		if err == nil || resp == nil || resp.StatusCode != 503 {
 			t.Fatalf("want 503, got %v %v", resp, err)
 		}
-		r := m.clientLog.wait(t, 1)[0]
+		r := m.clientLog.Wait(t, 1)[0]
 		if r["response_flags"] != "UR" {
 			t.Fatalf("record %v", r)
 		}
@@ -399,7 +352,7 @@ func TestPlainRequestsOverHTTP2(t *testing.T) {
 			t.Fatalf("%d %q, want %q", resp.StatusCode, b, want)
 		}
 	}
-	sl := m.srvLog.wait(t, 2)
+	sl := m.srvLog.Wait(t, 2)
 	if sl[1]["protocol"] != "HTTP/2" || sl[1]["bytes_received"] != 100000.0 {
 		t.Fatalf("server record %v", sl[1])
 	}
@@ -425,7 +378,7 @@ func TestDrainClosesWebSocketsWithGoingAway(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("client sidecar did not exit after draining")
 	}
-	r := m.clientLog.wait(t, 1)[0]
+	r := m.clientLog.Wait(t, 1)[0]
 	if !strings.Contains(fmt.Sprint(r["connection_termination_details"]), "1001") {
 		t.Fatalf("record %v", r)
 	}
@@ -486,7 +439,7 @@ func TestWebSocketIdleTimeoutClosesWithFrame(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var flags []any
-		for _, r := range append(m.clientLog.records(t), m.srvLog.records(t)...) {
+		for _, r := range append(m.clientLog.Records(t), m.srvLog.Records(t)...) {
 			flags = append(flags, r["response_flags"])
 			if r["response_flags"] == "SI" && r["websocket_close_reason"] == "idle timeout" {
 				c.CloseNow()
@@ -519,7 +472,7 @@ func TestRemovedEndpointClosesItsWebSockets(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || !strings.Contains(ce.Reason, "endpoint removed") {
 		t.Fatalf("client saw %v", err)
 	}
-	r := m.clientLog.wait(t, 1)[0]
+	r := m.clientLog.Wait(t, 1)[0]
 	if !strings.Contains(fmt.Sprint(r["connection_termination_details"]), "endpoint removed") {
 		t.Fatalf("record %v", r)
 	}

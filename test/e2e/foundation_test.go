@@ -211,13 +211,7 @@ func TestEchoSIGTERMSendsGoingAway(t *testing.T) {
 	requirePythonWebsockets(t)
 	addr, echo := startEcho(t)
 	py := startProcess(t, pythonBin, "-c", pyEchoClient, "ws://"+addr+"/", "wait-close")
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(processOutput(py), "OPEN") {
-		if time.Now().After(deadline) {
-			t.Fatalf("python client never connected:\n%s", processOutput(py))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitOutput(t, py, "OPEN", 10*time.Second)
 	if err := syscall.Kill(echo.Process.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -351,10 +345,18 @@ func TestClientConnectErrors(t *testing.T) {
 func TestClientPipedAgainstEcho(t *testing.T) {
 	addr, _ := startEcho(t)
 	url := "ws://" + addr
-	res := runProcess(t, "hello\nworld\n", 30*time.Second, wsmeshBin, "client", url)
+	checkGuidePiped(t, 30*time.Second, url, url)
+}
+
+// checkGuidePiped pipes the guide's session ("hello", "world", end of
+// input) into wsmesh client with args (the URL last) and checks that it
+// prints the guide's transcript for url.
+func checkGuidePiped(t *testing.T, timeout time.Duration, url string, args ...string) {
+	t.Helper()
+	res := runProcess(t, "hello\nworld\n", timeout, append([]string{wsmeshBin, "client"}, args...)...)
 	want := "Connected to " + url + ".\n< hello\n< world\nConnection closed: 1000 (OK).\n"
 	if res.ExitCode != 0 || res.Stdout != want {
-		t.Fatalf("exit %d\nstdout %q\nwant %q\nstderr %s", res.ExitCode, res.Stdout, want, res.Stderr)
+		t.Fatalf("wsmesh client: exit %d\nstdout %q\nwant   %q\nstderr %s", res.ExitCode, res.Stdout, want, res.Stderr)
 	}
 }
 
@@ -364,6 +366,25 @@ func TestClientPipedAgainstEcho(t *testing.T) {
 func TestInteractiveTranscript(t *testing.T) {
 	addr, _ := startEcho(t)
 	url := "ws://" + addr
+	t.Run("wsmesh", func(t *testing.T) {
+		checkGuideTerminal(t, url, wsmeshBin, "client", url)
+	})
+	t.Run("python", func(t *testing.T) {
+		requirePythonWebsockets(t)
+		checkGuideTerminal(t, url, pythonBin, "-m", "websockets", url)
+	})
+}
+
+// checkGuideTerminal types the guide's session ("hello", "world", Ctrl-D)
+// into args on a pseudo-terminal and checks that the screen shows the
+// guide's transcript for url.
+func checkGuideTerminal(t *testing.T, url string, args ...string) {
+	t.Helper()
+	term := startPTY(t, args...)
+	term.waitFor(t, "Connected to "+url+".")
+	term.typeLine(t, "hello", "< hello")
+	term.typeLine(t, "world", "< world")
+	term.send(t, "\x04") // Ctrl-D
 	want := []string{
 		"Connected to " + url + ".",
 		"> hello",
@@ -372,25 +393,9 @@ func TestInteractiveTranscript(t *testing.T) {
 		"< world",
 		"Connection closed: 1000 (OK).",
 	}
-	session := func(t *testing.T, args ...string) []string {
-		term := startPTY(t, args...)
-		term.waitFor(t, "Connected to "+url+".")
-		term.typeLine(t, "hello", "< hello")
-		term.typeLine(t, "world", "< world")
-		term.send(t, "\x04") // Ctrl-D
-		return term.finish(t)
+	if got := term.finish(t); !equalLines(got, want) {
+		t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	t.Run("wsmesh", func(t *testing.T) {
-		if got := session(t, wsmeshBin, "client", url); !equalLines(got, want) {
-			t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-	})
-	t.Run("python", func(t *testing.T) {
-		requirePythonWebsockets(t)
-		if got := session(t, pythonBin, "-m", "websockets", url); !equalLines(got, want) {
-			t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
-	})
 }
 
 // TestInteractiveServerClose checks that a server-initiated close looks the

@@ -30,7 +30,7 @@ import (
 // --h2-strict it answers 503 with flag UR, as Envoy does.
 func TestH2PeerWithoutExtendedConnect(t *testing.T) {
 	t.Run("fallback", func(t *testing.T) {
-		m := newH2Mesh(t, h2MeshOptions{})
+		m := newMesh(t, meshOptions{h2: true})
 		for i := range 2 { // the second one uses the remembered answer
 			out := runPyClient(t, m, 90*time.Second, "echo")
 			if !strings.Contains(out, "bytes 70000 True\nCLOSED 1000\n") {
@@ -61,7 +61,7 @@ func TestH2PeerWithoutExtendedConnect(t *testing.T) {
 		}
 	})
 	t.Run("strict", func(t *testing.T) {
-		m := newH2Mesh(t, h2MeshOptions{clientFlags: []string{"--h2-strict"}})
+		m := newMesh(t, meshOptions{h2: true, clientFlags: []string{"--h2-strict"}})
 		if out := runPyClient(t, m, 60*time.Second, "status", "/strict"); out != "STATUS 503\n" {
 			t.Fatalf("python client: %q, want STATUS 503", out)
 		}
@@ -330,7 +330,7 @@ func TestH2PeerResetsOneStream(t *testing.T) {
 	fake := startFakeH2Server(t)
 	_, port, _ := net.SplitHostPort(fake.addr())
 	p, _ := strconv.Atoi(port)
-	m := newH2Mesh(t, h2MeshOptions{app: "none", noServerSidecar: true, endpointPort: p})
+	m := newMesh(t, meshOptions{h2: true, app: "none", noServerSidecar: true, endpointPort: p})
 
 	keep, keepBR := rawWebSocket(t, m.egress(), m.authority(), "/keep")
 	reset, resetBR := rawWebSocket(t, m.egress(), m.authority(), "/reset")
@@ -395,9 +395,9 @@ func TestH2PeerResetsOneStream(t *testing.T) {
 // takes new WebSockets over a new TCP connection.
 func TestH2PeerDrains(t *testing.T) {
 	const n = 5
-	m := newH2Mesh(t, h2MeshOptions{allowConnect: true, serverFlags: []string{"--drain-grace", "1s"}})
+	m := newMesh(t, meshOptions{h2: true, allowConnect: true, serverFlags: []string{"--drain-grace", "1s"}})
 	py := startProcess(t, pythonBin, "-c", pyH2Client, strconv.Itoa(m.egressPort), "hold", strconv.Itoa(n))
-	h2WaitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 90*time.Second)
+	waitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 90*time.Second)
 	ep := "127.0.0.1:" + strconv.Itoa(m.inboundPort)
 	if st := m.h2Stats(t, "client"); st.H2Pool.Dialed != 1 || st.H2Pool.Endpoints[ep].ActiveStreams != n {
 		t.Fatalf("client sidecar h2_pool: %+v, want %d streams on 1 connection", st.H2Pool, n)
@@ -405,7 +405,7 @@ func TestH2PeerDrains(t *testing.T) {
 
 	oldServer := m.procs["server"]
 	m.h2AdminPost(t, "server", "/drain")
-	h2WaitOutput(t, py, fmt.Sprintf("CLOSED %d [1001]\n", n), 60*time.Second)
+	waitOutput(t, py, fmt.Sprintf("CLOSED %d [1001]\n", n), 60*time.Second)
 	if code := waitProcess(t, oldServer, 60*time.Second); code != 0 {
 		t.Fatalf("drained server sidecar exit %d:\n%s", code, processOutput(oldServer))
 	}
@@ -434,7 +434,7 @@ func TestH2PeerDrains(t *testing.T) {
 
 	// A new server sidecar on the same port: new WebSockets go over a new
 	// HTTP/2 connection.
-	m.h2StartSidecar(t, "server")
+	m.startSidecar(t, "server")
 	m.waitReady(t, "server")
 	out := runProcess(t, "", 120*time.Second, pythonBin, "-c", pyH2Client, strconv.Itoa(m.egressPort), "many", "3", "3", "-")
 	if out.ExitCode != 0 || !strings.Contains(out.Stdout, "ECHOED 3\nCLOSED 3 [1000]\n") {
@@ -457,16 +457,16 @@ func TestH2PeerDrains(t *testing.T) {
 // logged by the client sidecar, and nothing stays open there.
 func TestH2PeerDies(t *testing.T) {
 	const n = 5
-	m := newH2Mesh(t, h2MeshOptions{allowConnect: true})
+	m := newMesh(t, meshOptions{h2: true, allowConnect: true})
 	py := startProcess(t, pythonBin, "-c", pyH2Client, strconv.Itoa(m.egressPort), "hold", strconv.Itoa(n))
-	h2WaitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 90*time.Second)
+	waitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 90*time.Second)
 	m.h2WaitStats(t, "client", 10*time.Second, fmt.Sprintf("%d open connections", n), func(s h2Stats) bool { return s.OpenConnections == n })
 
 	if err := syscall.Kill(m.pid("server"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitProcess(t, m.procs["server"], 30*time.Second)
-	h2WaitOutput(t, py, fmt.Sprintf("CLOSED %d [1014]\n", n), 60*time.Second)
+	waitOutput(t, py, fmt.Sprintf("CLOSED %d [1014]\n", n), 60*time.Second)
 	if code := waitProcess(t, py, 30*time.Second); code != 0 {
 		t.Fatalf("python client exit %d:\n%s", code, processOutput(py))
 	}
@@ -495,7 +495,7 @@ func TestH2PeerDies(t *testing.T) {
 // once (CVE-2023-44487) gets GOAWAY ENHANCE_YOUR_CALM from the server
 // sidecar's inbound port, and the sidecar keeps serving everyone else.
 func TestH2RapidResetFlood(t *testing.T) {
-	m := newH2Mesh(t, h2MeshOptions{allowConnect: true, app: "echo"})
+	m := newMesh(t, meshOptions{h2: true, allowConnect: true, app: "echo"})
 	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(m.inboundPort), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,94 +21,6 @@ import (
 // stream, many per TCP connection. The peers are wsmesh sidecars, HAProxy
 // 2.6, or HTTP/2 servers and clients written in the test with
 // golang.org/x/net/http2's Framer.
-
-// h2MeshOptions chooses what newH2Mesh starts.
-type h2MeshOptions struct {
-	// app: "python" (pyMeshServer, the default), "echo" (wsmesh echo) or
-	// "none" (nothing is started; appPort is still chosen).
-	app string
-	// allowConnect adds the guide's EnvoyFilter (examples/http2/envoyfilter.yaml).
-	allowConnect bool
-	// noServerSidecar leaves the server's sidecar stopped.
-	noServerSidecar bool
-	// endpointPort, when set, is the inbound port: the websockets-server
-	// endpoint the client sidecar connects to (another HTTP/2 server, such
-	// as HAProxy, can listen there when noServerSidecar is set).
-	endpointPort int
-	// clientFlags and serverFlags are extra "wsmesh sidecar" flags.
-	clientFlags, serverFlags []string
-}
-
-// examplesHTTP2 returns a file of examples/http2, verbatim.
-func examplesHTTP2(t testing.TB, name string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "examples", "http2", name))
-	if err != nil {
-		t.Fatalf("reading examples/http2/%s: %v", name, err)
-	}
-	return string(b)
-}
-
-// newH2Mesh writes the HTTP/2 configuration (local-mode documents plus the
-// guide's DestinationRule with UPGRADE and, if asked, its EnvoyFilter),
-// starts the application and the sidecars and waits until they are ready.
-func newH2Mesh(t *testing.T, o h2MeshOptions) *mesh {
-	t.Helper()
-	if o.app == "" {
-		o.app = "python"
-	}
-	m := &mesh{
-		dir:           t.TempDir(),
-		egressPort:    freePort(t),
-		inboundPort:   o.endpointPort,
-		admin:         map[string]string{},
-		accessLogFile: map[string]string{},
-		procs:         map[string]*exec.Cmd{},
-		started:       time.Now(),
-	}
-	if m.inboundPort == 0 {
-		m.inboundPort = freePort(t)
-	}
-	m.appPort = freePort(t)
-	switch o.app {
-	case "python":
-		requirePythonWebsockets(t)
-		m.app = startProcess(t, pythonBin, "-c", pyMeshServer, strconv.Itoa(m.appPort))
-	case "echo":
-		m.app = startProcess(t, wsmeshBin, "echo", "--listen", "127.0.0.1:"+strconv.Itoa(m.appPort))
-	case "none":
-	default:
-		t.Fatalf("newH2Mesh: unknown app %q", o.app)
-	}
-	writeConfigFile(t, filepath.Join(m.dir, "mesh.yaml"), meshYAML(m.egressPort, m.inboundPort, m.appPort))
-	writeConfigFile(t, filepath.Join(m.dir, "destinationrule.yaml"), examplesHTTP2(t, "destinationrule.yaml"))
-	if o.allowConnect {
-		writeConfigFile(t, filepath.Join(m.dir, "envoyfilter.yaml"), examplesHTTP2(t, "envoyfilter.yaml"))
-	}
-	if m.app != nil {
-		waitForPort(t, "127.0.0.1:"+strconv.Itoa(m.appPort))
-	}
-	if !o.noServerSidecar {
-		m.h2StartSidecar(t, "server", o.serverFlags...)
-	}
-	m.h2StartSidecar(t, "client", o.clientFlags...)
-	for side := range m.procs {
-		m.waitReady(t, side)
-	}
-	return m
-}
-
-// h2StartSidecar starts (or starts again) the sidecar of one side with a
-// new admin port and a new access-log file. It does not wait for it.
-func (m *mesh) h2StartSidecar(t *testing.T, side string, flags ...string) {
-	t.Helper()
-	m.admin[side] = "127.0.0.1:" + strconv.Itoa(freePort(t))
-	m.accessLogFile[side] = filepath.Join(t.TempDir(), side+"-access.log")
-	args := []string{wsmeshBin, "sidecar", "--config", m.dir,
-		"--workload", "websockets-" + side,
-		"--admin", m.admin[side], "--access-log", m.accessLogFile[side]}
-	m.procs[side] = startProcess(t, append(args, flags...)...)
-}
 
 // h2EndpointStats and h2Stats are the admin /stats document.
 type h2EndpointStats struct {
@@ -252,21 +163,6 @@ else:
     sys.exit("unknown case " + case)
 `
 
-// h2WaitOutput waits up to timeout until a process's output contains text.
-func h2WaitOutput(t *testing.T, cmd *exec.Cmd, text string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(processOutput(cmd), text) {
-		if !processRunning(cmd) && !strings.Contains(processOutput(cmd), text) {
-			t.Fatalf("%q exited without printing %q:\n%s", cmd.Args[:min(len(cmd.Args), 3)], text, processOutput(cmd))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%q did not print %q within %v:\n%s", cmd.Args[:min(len(cmd.Args), 3)], text, timeout, processOutput(cmd))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // h2Check collects mismatches of access-log fields.
 type h2Check struct {
 	errs []string
@@ -309,33 +205,15 @@ func (c *h2Check) report(t *testing.T, what string, lines ...map[string]any) {
 // sidecar the tunnel's HTTP/2 (method GET, 101 as the app answered: wsmesh
 // logs the upgrade on both sides the same way).
 func TestH2GuideWebSocket(t *testing.T) {
-	m := newH2Mesh(t, h2MeshOptions{allowConnect: true})
+	m := newMesh(t, meshOptions{h2: true, allowConnect: true})
 	code, body, err := m.adminGet("server", "/config_dump")
 	if err != nil || code != 200 || !strings.Contains(body, `"allowed": true`) {
 		t.Fatalf("server sidecar /config_dump: allow_connect not on: %d %v\n%.2000s", code, err, body)
 	}
 
-	out := runPyClient(t, m, 90*time.Second, "echo")
-	wantEcho := "str 5 True\nstr 0 True\nstr 10 True\nbytes 4 True\nbytes 0 True\nstr 200 True\nbytes 70000 True\nCLOSED 1000\n"
-	if !strings.Contains(out, wantEcho) {
-		t.Fatalf("echo over HTTP/2:\n%s\nwant:\n%s", out, wantEcho)
-	}
-	var hdrs map[string]string
-	for _, line := range strings.Split(out, "\n") {
-		if j, ok := strings.CutPrefix(line, "HEADERS "); ok {
-			if err := json.Unmarshal([]byte(j), &hdrs); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	out, c, s := pyEcho(t, m, 90*time.Second)
+	hdrs := pyHeaders(t, out)
 	up, down := pyBytes(t, out)
-
-	cl := m.waitLogLines(t, "client", 1)
-	sl := m.waitLogLines(t, "server", 1)
-	if len(cl) != 1 || len(sl) != 1 {
-		t.Fatalf("want one line per side:\nclient:\n%s\nserver:\n%s", dumpLogLines(cl), dumpLogLines(sl))
-	}
-	c, s := cl[0], sl[0]
 	var ck h2Check
 	ck.eq("client", c, "protocol", "HTTP/1.1")
 	ck.eq("server", s, "protocol", "HTTP/2")
@@ -387,13 +265,9 @@ func TestH2GuideWebSocket(t *testing.T) {
 
 	// The guide's transcript, second WebSocket on the same HTTP/2 connection.
 	url := strings.TrimSuffix(m.url(""), "/")
-	res := runProcess(t, "hello\nworld\n", 60*time.Second, wsmeshBin, "client", "--connect-to", m.authority()+"="+m.egress(), url)
-	want := "Connected to " + url + ".\n< hello\n< world\nConnection closed: 1000 (OK).\n"
-	if res.ExitCode != 0 || res.Stdout != want {
-		t.Fatalf("wsmesh client: exit %d\nstdout %q\nwant   %q\nstderr %s", res.ExitCode, res.Stdout, want, res.Stderr)
-	}
-	cl = m.waitLogLines(t, "client", 2)
-	sl = m.waitLogLines(t, "server", 2)
+	checkGuidePiped(t, 60*time.Second, url, "--connect-to", m.authority()+"="+m.egress(), url)
+	cl := m.waitLogLines(t, "client", 2)
+	sl := m.waitLogLines(t, "server", 2)
 	c, s = cl[1], sl[1]
 	ck = h2Check{}
 	ck.eq("client", c, "protocol", "HTTP/1.1")
@@ -418,10 +292,10 @@ func TestH2GuideWebSocket(t *testing.T) {
 // a few HTTP/2 connections; every message comes back in order.
 func TestH2ThousandConcurrentWebSockets(t *testing.T) {
 	const n, k = 1000, 5
-	m := newH2Mesh(t, h2MeshOptions{allowConnect: true})
+	m := newMesh(t, meshOptions{h2: true, allowConnect: true})
 	trigger := filepath.Join(t.TempDir(), "go")
 	py := startProcess(t, pythonBin, "-c", pyH2Client, strconv.Itoa(m.egressPort), "many", strconv.Itoa(n), strconv.Itoa(k), trigger)
-	h2WaitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 180*time.Second)
+	waitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 180*time.Second)
 
 	// All open at once: one stream each, on a few TCP connections.
 	ep := "127.0.0.1:" + strconv.Itoa(m.inboundPort)

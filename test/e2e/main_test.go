@@ -7,9 +7,10 @@
 //
 //   - wsmeshBin: path of the wsmesh binary built by TestMain.
 //   - freePort, waitForPort: pick and wait for loopback ports.
-//   - startProcess, processOutput, processRunning, waitProcess: run a
-//     background process whose output is kept for failure messages and
-//     which is killed when the test ends.
+//   - startProcess, processOutput, processLines, waitOutput,
+//     processRunning, waitProcess: run a background process whose output
+//     is kept for failure messages and access-log lines, and which is
+//     killed when the test ends.
 //   - runProcess: run a process to completion with a given input and
 //     timeout, returning its stdout, stderr and exit code.
 //   - requirePythonWebsockets: skip (or, on CI, fail) when the Python
@@ -90,30 +91,15 @@ func waitForPort(t testing.TB, addr string) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a process writing and a test
+// lockedBuffer is testutil.Lines: a buffer safe for a writer and a test
 // reading at the same time.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.Lines
 
 // procState is what startProcess keeps about a process.
 type procState struct {
-	out  *lockedBuffer
-	done chan struct{} // closed once the process has been waited for
-	err  error         // cmd.Wait's result, set before done is closed
+	out  *testutil.Lines // standard output and standard error
+	done chan struct{}   // closed once the process has been waited for
+	err  error           // cmd.Wait's result, set before done is closed
 }
 
 var procs sync.Map // *exec.Cmd -> *procState
@@ -129,7 +115,7 @@ func startProcess(t testing.TB, args ...string) *exec.Cmd {
 		t.Fatal("startProcess: no command")
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	st := &procState{out: &lockedBuffer{}, done: make(chan struct{})}
+	st := &procState{out: &testutil.Lines{LineFormat: testutil.LineFormat{SkipText: true}}, done: make(chan struct{})}
 	cmd.Stdout = st.out
 	cmd.Stderr = st.out
 	if err := cmd.Start(); err != nil {
@@ -162,6 +148,32 @@ func processOutput(cmd *exec.Cmd) string {
 		return st.(*procState).out.String()
 	}
 	return ""
+}
+
+// processLines returns the output of a process started by startProcess,
+// whose Records and Wait read the JSON lines in it (an access log written to
+// standard output) and pass over the rest (the process's own log).
+func processLines(cmd *exec.Cmd) *testutil.Lines {
+	if st, ok := procs.Load(cmd); ok {
+		return st.(*procState).out
+	}
+	return &testutil.Lines{}
+}
+
+// waitOutput waits up to timeout until a process started by startProcess
+// has printed text, failing the test if it exits first or time runs out.
+func waitOutput(t testing.TB, cmd *exec.Cmd, text string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(processOutput(cmd), text) {
+		if !processRunning(cmd) && !strings.Contains(processOutput(cmd), text) {
+			t.Fatalf("%q exited without printing %q:\n%s", cmd.Args[:min(len(cmd.Args), 3)], text, processOutput(cmd))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q did not print %q within %v:\n%s", cmd.Args[:min(len(cmd.Args), 3)], text, timeout, processOutput(cmd))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitProcess waits up to timeout for a process started by startProcess to

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,15 +15,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // This file builds a local-mode mesh for the sidecar tests: a
 // configuration directory written only in Kubernetes and Istio kinds (as
-// examples/http1), the guide's websockets-server application, and the two
-// sidecars (websockets-server's and websockets-client's) as real wsmesh
-// processes with their access logs in files. It also tests that invalid
-// configuration stops "wsmesh sidecar" with an error naming the file, the
-// document and the field.
+// examples/http1, or examples/http2), the guide's websockets-server
+// application, and the two sidecars (websockets-server's and
+// websockets-client's) as real wsmesh processes with their access logs in
+// files. It also tests that invalid configuration stops "wsmesh sidecar"
+// with an error naming the file, the document and the field.
 
 // meshHost is the guide's service name, as the client application uses it.
 const meshHost = "websockets-server.default.svc.cluster.local"
@@ -35,9 +37,18 @@ type meshOptions struct {
 	// process) or "none" (nothing listens at the app port).
 	app        string
 	appHandler http.Handler
+	// h2 writes the guide's DestinationRule for HTTP/2 (h2UpgradePolicy
+	// UPGRADE, examples/http2) instead of the one for HTTP/1.1.
+	h2 bool
+	// allowConnect adds the guide's EnvoyFilter (examples/http2/envoyfilter.yaml).
+	allowConnect bool
 	// noServerSidecar leaves the server's sidecar stopped (its inbound port
 	// refuses connections).
 	noServerSidecar bool
+	// endpointPort, when set, is the inbound port: the websockets-server
+	// endpoint the client sidecar connects to (another server, such as
+	// HAProxy, can listen there when noServerSidecar is set).
+	endpointPort int
 	// clientFlags and serverFlags are extra "wsmesh sidecar" flags.
 	clientFlags, serverFlags []string
 }
@@ -77,66 +88,94 @@ func (m *mesh) egress() string { return "127.0.0.1:" + strconv.Itoa(m.egressPort
 // pid returns the PID of a sidecar ("client" or "server").
 func (m *mesh) pid(side string) int { return m.procs[side].Process.Pid }
 
+// meshDocs describes the guide's mesh configuration as the tests write it
+// (meshDocs.yaml): its two Services, one WorkloadEntry per workload and, in
+// local mode, one Sidecar per workload.
+type meshDocs struct {
+	// servicePort is websockets-server's Service port (8080 when 0). In
+	// local mode it is the client sidecar's egress port.
+	servicePort int
+	// serverIP and clientIP are the Services' cluster IPs (none when empty).
+	serverIP, clientIP string
+	// serverAddr and clientAddr are the workloads' addresses, such as pod
+	// IPs (127.0.0.1 when empty).
+	serverAddr, clientAddr string
+	// inboundPort, when set, is WorkloadEntry websockets-server's port
+	// http-websocket: the server sidecar's inbound port in local mode.
+	// Otherwise the Service's targetPort 80 applies.
+	inboundPort int
+	// appPort, when set, makes local mode: Sidecar websockets-server sends
+	// inboundPort to the application at 127.0.0.1:appPort, and Sidecar
+	// websockets-client listens on 127.0.0.1:servicePort for every host.
+	appPort int
+}
+
 // meshYAML is the local-mode configuration of the guide with the given
 // ports: the guide's two Services (websockets-server's port moved to
 // egress), one WorkloadEntry per workload, one Sidecar per workload.
 func meshYAML(egress, inbound, app int) string {
-	return fmt.Sprintf(`# The guide's websockets-server Service, with port %[1]d (the client
-# sidecar's egress port) instead of 8080.
-apiVersion: v1
+	return meshDocs{servicePort: egress, inboundPort: inbound, appPort: app}.yaml()
+}
+
+// yaml returns the configuration d describes, as one multi-document file.
+func (d meshDocs) yaml() string {
+	port := cmp.Or(d.servicePort, 8080)
+	var b strings.Builder
+	if port != 8080 {
+		fmt.Fprintf(&b, "# The guide's websockets-server Service, with port %d (the client\n# sidecar's egress port) instead of 8080.\n", port)
+	}
+	if d.serverIP != "" || d.clientIP != "" {
+		b.WriteString("# The guide's Services, with cluster IPs.\n")
+	}
+	service := func(name string, port int, portName, clusterIP string) {
+		fmt.Fprintf(&b, `apiVersion: v1
 kind: Service
 metadata:
-  name: websockets-server
+  name: %[1]s
   labels:
-    app: websockets-server
+    app: %[1]s
 spec:
   type: ClusterIP
-  ports:
-    - port: %[1]d
+`, name)
+		if clusterIP != "" {
+			fmt.Fprintf(&b, "  clusterIP: %s\n", clusterIP)
+		}
+		fmt.Fprintf(&b, `  ports:
+    - port: %d
       targetPort: 80
-      name: http-websocket
+      name: %s
   selector:
-    app: websockets-server
+    app: %s
 ---
-apiVersion: v1
-kind: Service
-metadata:
-  name: websockets-client
-  labels:
-    app: websockets-client
-spec:
-  type: ClusterIP
-  ports:
-    - port: 8080
-      targetPort: 80
-      name: http-websockets-client
-  selector:
-    app: websockets-client
----
-apiVersion: networking.istio.io/v1beta1
+`, port, portName, name)
+	}
+	service("websockets-server", port, "http-websocket", d.serverIP)
+	service("websockets-client", 8080, "http-websockets-client", d.clientIP)
+	if d.inboundPort == 0 {
+		b.WriteString("# Where each workload is (the Service's targetPort 80 applies).\n")
+	}
+	workloadEntry := func(name, addr string, port int) {
+		fmt.Fprintf(&b, `apiVersion: networking.istio.io/v1beta1
 kind: WorkloadEntry
 metadata:
-  name: websockets-server
+  name: %[1]s
   labels:
-    app: websockets-server
+    app: %[1]s
 spec:
-  address: 127.0.0.1
-  ports:
-    http-websocket: %[2]d
-  labels:
-    app: websockets-server
----
-apiVersion: networking.istio.io/v1beta1
-kind: WorkloadEntry
-metadata:
-  name: websockets-client
-  labels:
-    app: websockets-client
-spec:
-  address: 127.0.0.1
-  labels:
-    app: websockets-client
----
+  address: %[2]s
+`, name, cmp.Or(addr, "127.0.0.1"))
+		if port != 0 {
+			fmt.Fprintf(&b, "  ports:\n    http-websocket: %d\n", port)
+		}
+		fmt.Fprintf(&b, "  labels:\n    app: %s\n", name)
+	}
+	workloadEntry("websockets-server", d.serverAddr, d.inboundPort)
+	b.WriteString("---\n")
+	workloadEntry("websockets-client", d.clientAddr, 0)
+	if d.appPort == 0 {
+		return b.String()
+	}
+	fmt.Fprintf(&b, `---
 apiVersion: networking.istio.io/v1beta1
 kind: Sidecar
 metadata:
@@ -168,7 +207,8 @@ spec:
     bind: 127.0.0.1
     hosts:
     - "*/*"
-`, egress, inbound, app)
+`, port, d.inboundPort, d.appPort)
+	return b.String()
 }
 
 // destinationRuleYAML is the guide's DestinationRule for HTTP/1.1.
@@ -199,8 +239,24 @@ func writeConfigFile(t testing.TB, path, content string) {
 	}
 }
 
-// newMesh writes the configuration, starts the application and both
-// sidecars and waits until both sidecars answer /ready with LIVE.
+// writeMeshConfig writes a configuration directory: docs as mesh.yaml and
+// the files of examples/ named by examples (such as
+// "http2/envoyfilter.yaml"), verbatim, under their own names.
+func writeMeshConfig(t testing.TB, dir, docs string, examples ...string) {
+	t.Helper()
+	writeConfigFile(t, filepath.Join(dir, "mesh.yaml"), docs)
+	for _, f := range examples {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", f))
+		if err != nil {
+			t.Fatalf("reading examples/%s: %v", f, err)
+		}
+		writeConfigFile(t, filepath.Join(dir, filepath.Base(f)), string(b))
+	}
+}
+
+// newMesh writes the configuration (the local-mode documents, the guide's
+// DestinationRule and, if asked, its EnvoyFilter), starts the application
+// and the sidecars and waits until they answer /ready with LIVE.
 func newMesh(t *testing.T, opts meshOptions) *mesh {
 	t.Helper()
 	if opts.app == "" {
@@ -209,11 +265,14 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 	m := &mesh{
 		dir:           t.TempDir(),
 		egressPort:    freePort(t),
-		inboundPort:   freePort(t),
+		inboundPort:   opts.endpointPort,
 		admin:         map[string]string{},
 		accessLogFile: map[string]string{},
 		procs:         map[string]*exec.Cmd{},
 		started:       time.Now(),
+	}
+	if m.inboundPort == 0 {
+		m.inboundPort = freePort(t)
 	}
 
 	switch opts.app {
@@ -239,33 +298,45 @@ func newMesh(t *testing.T, opts meshOptions) *mesh {
 		t.Fatalf("newMesh: unknown app %q", opts.app)
 	}
 
-	writeConfigFile(t, filepath.Join(m.dir, "mesh.yaml"), meshYAML(m.egressPort, m.inboundPort, m.appPort))
-	writeConfigFile(t, filepath.Join(m.dir, "destinationrule.yaml"), destinationRuleYAML)
+	examples := []string{"http1/destinationrule.yaml"}
+	if opts.h2 {
+		examples = []string{"http2/destinationrule.yaml"}
+	}
+	if opts.allowConnect {
+		examples = append(examples, "http2/envoyfilter.yaml")
+	}
+	writeMeshConfig(t, m.dir, meshYAML(m.egressPort, m.inboundPort, m.appPort), examples...)
 
 	if m.app != nil {
 		waitForPort(t, "127.0.0.1:"+strconv.Itoa(m.appPort))
 	}
-	sides := []string{"client", "server"}
+	sides := []string{"server", "client"}
 	if opts.noServerSidecar {
-		sides = sides[:1]
+		sides = sides[1:]
 	}
 	for _, side := range sides {
-		m.admin[side] = "127.0.0.1:" + strconv.Itoa(freePort(t))
-		m.accessLogFile[side] = filepath.Join(t.TempDir(), side+"-access.log")
-		args := []string{wsmeshBin, "sidecar", "--config", m.dir,
-			"--workload", "websockets-" + side,
-			"--admin", m.admin[side], "--access-log", m.accessLogFile[side]}
 		if side == "client" {
-			args = append(args, opts.clientFlags...)
+			m.startSidecar(t, side, opts.clientFlags...)
 		} else {
-			args = append(args, opts.serverFlags...)
+			m.startSidecar(t, side, opts.serverFlags...)
 		}
-		m.procs[side] = startProcess(t, args...)
 	}
 	for _, side := range sides {
 		m.waitReady(t, side)
 	}
 	return m
+}
+
+// startSidecar starts (or starts again) the sidecar of one side with a new
+// admin port and a new access-log file. It does not wait for it.
+func (m *mesh) startSidecar(t *testing.T, side string, flags ...string) {
+	t.Helper()
+	m.admin[side] = "127.0.0.1:" + strconv.Itoa(freePort(t))
+	m.accessLogFile[side] = filepath.Join(t.TempDir(), side+"-access.log")
+	args := []string{wsmeshBin, "sidecar", "--config", m.dir,
+		"--workload", "websockets-" + side,
+		"--admin", m.admin[side], "--access-log", m.accessLogFile[side]}
+	m.procs[side] = startProcess(t, append(args, flags...)...)
 }
 
 // waitReady waits up to 15 seconds for GET /ready to answer 200 LIVE.
@@ -344,30 +415,19 @@ func (m *mesh) waitConnections(t testing.TB, side string, n int) []map[string]an
 	}
 }
 
-// accessLog returns the complete lines of a sidecar's access log, decoded.
+// accessLog returns the complete lines of a sidecar's access log, decoded
+// (numbers as json.Number).
 func (m *mesh) accessLog(t testing.TB, side string) []map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(m.accessLogFile[side])
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	var out []map[string]any
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			break // a line being written
-		}
-		line := b[:i]
-		b = b[i+1:]
-		var rec map[string]any
-		d := json.NewDecoder(bytes.NewReader(line))
-		d.UseNumber()
-		if err := d.Decode(&rec); err != nil {
-			t.Fatalf("%s access log: line is not JSON: %v\n%s", side, err, line)
-		}
-		out = append(out, rec)
+	lines, err := testutil.LineFormat{UseNumber: true}.Decode(b)
+	if err != nil {
+		t.Fatalf("%s access log: %v", side, err)
 	}
-	return out
+	return lines
 }
 
 // waitLogLines waits up to 20 seconds until a sidecar's access log has at

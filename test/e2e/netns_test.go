@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -50,7 +48,6 @@ const (
 	serverSvcIP   = "10.251.0.10"
 	clientSvcIP   = "10.251.0.11"
 	serviceCIDR   = "10.251.0.0/24"
-	serverFQDN    = "websockets-server.default.svc.cluster.local"
 	proxyUID      = "1337"
 	nsSetupTimout = 10 * time.Second
 )
@@ -265,7 +262,7 @@ func newNetnsMesh(t *testing.T) *netnsMesh {
 		// Service cluster IPs: routed out of eth0, as kube-proxy's
 		// addresses are; interception redirects them before they leave.
 		run(t, "ip", "-n", p.ns, "route", "add", serviceCIDR, "dev", "eth0")
-		writeNetnsHosts(t, p.ns, fmt.Sprintf("127.0.0.1 localhost\n%s %s websockets-server.default.svc websockets-server.default websockets-server\n%s websockets-client.default.svc.cluster.local\n", serverSvcIP, serverFQDN, clientSvcIP))
+		writeNetnsHosts(t, p.ns, fmt.Sprintf("127.0.0.1 localhost\n%s %s websockets-server.default.svc websockets-server.default websockets-server\n%s websockets-client.default.svc.cluster.local\n", serverSvcIP, meshHost, clientSvcIP))
 	}
 
 	// uid 1337 must read the binary and the configuration.
@@ -342,62 +339,11 @@ func (m *netnsMesh) natTable(t *testing.T, p pod) string {
 	return all.String()
 }
 
-// interceptConfig is the mesh configuration in interception mode: the
-// guide's Services with their cluster IPs, the guide's Deployments, and
-// WorkloadEntries placing each workload at its pod address. There is no
-// Sidecar resource.
-const interceptConfig = `# The guide's Services, with the cluster IPs the pods' hosts files use.
-apiVersion: v1
-kind: Service
-metadata:
-  name: websockets-server
-  labels:
-    app: websockets-server
-spec:
-  type: ClusterIP
-  clusterIP: ` + serverSvcIP + `
-  ports:
-    - port: 8080
-      targetPort: 80
-      name: http-websocket
-  selector:
-    app: websockets-server
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: websockets-client
-  labels:
-    app: websockets-client
-spec:
-  type: ClusterIP
-  clusterIP: ` + clientSvcIP + `
-  ports:
-    - port: 8080
-      targetPort: 80
-      name: http-websockets-client
-  selector:
-    app: websockets-client
----
-# The pods: where each workload is (the Service's targetPort 80 applies).
-apiVersion: networking.istio.io/v1beta1
-kind: WorkloadEntry
-metadata:
-  name: websockets-server
-spec:
-  address: ` + serverPodIP + `
-  labels:
-    app: websockets-server
----
-apiVersion: networking.istio.io/v1beta1
-kind: WorkloadEntry
-metadata:
-  name: websockets-client
-spec:
-  address: ` + clientPodIP + `
-  labels:
-    app: websockets-client
-`
+// interceptDocs is the mesh configuration in interception mode: the
+// guide's Services with the cluster IPs the pods' hosts files use, and
+// WorkloadEntries placing each workload at its pod address (the Service's
+// targetPort 80 applies). There is no Sidecar resource.
+var interceptDocs = meshDocs{serverIP: serverSvcIP, clientIP: clientSvcIP, serverAddr: serverPodIP, clientAddr: clientPodIP}
 
 // writeConfig writes the configuration for mode (http1 or http2: the
 // guide's DestinationRule, and for http2 its EnvoyFilter, from examples/).
@@ -407,23 +353,11 @@ func (m *netnsMesh) writeConfig(t *testing.T, mode string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	write := func(name, data string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("mesh.yaml", interceptConfig)
-	files := []string{"destinationrule.yaml"}
+	examples := []string{mode + "/destinationrule.yaml"}
 	if mode == "http2" {
-		files = append(files, "envoyfilter.yaml")
+		examples = append(examples, "http2/envoyfilter.yaml")
 	}
-	for _, f := range files {
-		data, err := os.ReadFile(filepath.Join("..", "..", "examples", mode, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(f, string(data))
-	}
+	writeMeshConfig(t, dir, interceptDocs.yaml(), examples...)
 	return dir
 }
 
@@ -444,43 +378,6 @@ func (m *netnsMesh) startSidecar(t *testing.T, p pod, config, workload string) *
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sidecar %s in %s not ready: %d %q %v\n%s", workload, p.ns, code, body, err, processOutput(cmd))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// accessLogs returns the JSON access-log lines a sidecar has written.
-func accessLogs(t *testing.T, cmd *exec.Cmd) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(processOutput(cmd)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Errorf("access-log line is not JSON: %v\n%s", err, line)
-			continue
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// waitAccessLogs waits until a sidecar has written n access-log lines.
-func waitAccessLogs(t *testing.T, cmd *exec.Cmd, n int, who string) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		logs := accessLogs(t, cmd)
-		if len(logs) >= n {
-			return logs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s sidecar wrote %d access-log lines, want %d:\n%s", who, len(logs), n, processOutput(cmd))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -536,19 +433,14 @@ func TestInterceptionInNetns(t *testing.T) {
 			config := m.writeConfig(t, mode)
 			server := m.startSidecar(t, m.server, config, "websockets-server")
 			client := m.startSidecar(t, m.client, config, "websockets-client")
-			m.guideSession(t)
-
-			clientLog := waitAccessLogs(t, client, 1, "client")[0]
-			serverLog := waitAccessLogs(t, server, 1, "server")[0]
-			t.Logf("client sidecar: %v", clientLog)
-			t.Logf("server sidecar: %v", serverLog)
+			clientLog, serverLog := m.guideSession(t, client, server)
 			checkFields(t, "client", clientLog, map[string]any{
 				"protocol":                  "HTTP/1.1",
 				"method":                    "GET",
 				"response_code":             101,
-				"authority":                 serverFQDN + ":8080",
+				"authority":                 meshHost + ":8080",
 				"upstream_host":             serverPodIP + ":80",
-				"upstream_cluster":          "outbound|8080||" + serverFQDN,
+				"upstream_cluster":          "outbound|8080||" + meshHost,
 				"downstream_local_address":  serverSvcIP + ":8080",
 				"downstream_remote_address": clientPodIP + ":*",
 				"upstream_local_address":    clientPodIP + ":*",
@@ -561,7 +453,7 @@ func TestInterceptionInNetns(t *testing.T) {
 				"protocol":                  serverProto,
 				"method":                    "GET",
 				"response_code":             101,
-				"authority":                 serverFQDN + ":8080",
+				"authority":                 meshHost + ":8080",
 				"downstream_local_address":  serverPodIP + ":80",
 				"downstream_remote_address": clientPodIP + ":*",
 				"upstream_local_address":    "127.0.0.*",
@@ -581,11 +473,7 @@ func TestInterceptionInNetns(t *testing.T) {
 		m.kubeProxyDNAT(t, m.client, serverSvcIP+":8080", serverPodIP+":80")
 		server := m.startSidecar(t, m.server, config, "default/websockets-server")
 		client := m.startSidecar(t, m.client, config, "default/websockets-client-sleep")
-		m.guideSession(t)
-		clientLog := waitAccessLogs(t, client, 1, "client")[0]
-		serverLog := waitAccessLogs(t, server, 1, "server")[0]
-		t.Logf("client sidecar: %v", clientLog)
-		t.Logf("server sidecar: %v", serverLog)
+		clientLog, serverLog := m.guideSession(t, client, server)
 		checkFields(t, "client", clientLog, map[string]any{
 			"upstream_cluster":         "outbound|8080||websockets-server.default.svc.cluster.local",
 			"upstream_host":            serverSvcIP + ":8080",
@@ -601,19 +489,17 @@ func TestInterceptionInNetns(t *testing.T) {
 }
 
 // guideSession types the guide's session into python3 -m websockets on a
-// terminal in the client pod and checks the screen.
-func (m *netnsMesh) guideSession(t *testing.T) {
+// terminal in the client pod, checks the screen, and returns the one
+// access-log line each of the client and server sidecars writes for it.
+func (m *netnsMesh) guideSession(t *testing.T, client, server *exec.Cmd) (clientLog, serverLog map[string]any) {
 	t.Helper()
-	url := "ws://" + serverFQDN + ":8080"
-	term := startPTY(t, m.exec(m.client.ns, pythonBin, "-m", "websockets", url)...)
-	term.waitFor(t, "Connected to "+url+".")
-	term.typeLine(t, "hello", "< hello")
-	term.typeLine(t, "world", "< world")
-	term.send(t, "\x04") // Ctrl-D
-	want := []string{"Connected to " + url + ".", "> hello", "< hello", "> world", "< world", "Connection closed: 1000 (OK)."}
-	if got := term.finish(t); !equalLines(got, want) {
-		t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	url := "ws://" + meshHost + ":8080"
+	checkGuideTerminal(t, url, m.exec(m.client.ns, pythonBin, "-m", "websockets", url)...)
+	clientLog = processLines(client).Wait(t, 1)[0]
+	serverLog = processLines(server).Wait(t, 1)[0]
+	t.Logf("client sidecar: %v", clientLog)
+	t.Logf("server sidecar: %v", serverLog)
+	return clientLog, serverLog
 }
 
 // writeDeployConfigMap writes the files of a ConfigMap manifest from

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,44 +27,6 @@ import (
 // a thousand WebSockets, a peer sidecar killed, slowloris clients,
 // half-open and half-closed TCP, and a soak of connection churn checked for
 // goroutine, file-descriptor and memory leaks.
-
-// relPyServer is the websockets-server application of the reliability
-// tests: pyMeshServer's echo plus "stream COUNT SIZE", which sends COUNT
-// binary messages of SIZE bytes, each starting with its 8-byte big-endian
-// index, and prints "SENT k" (k messages handed to the socket) every 16
-// messages. argv: PORT.
-const relPyServer = `
-import asyncio, resource, sys
-import websockets
-
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-async def handler(ws, path):
-    try:
-        async for msg in ws:
-            if isinstance(msg, str) and msg.startswith("stream "):
-                _, count, size = msg.split()
-                count, size = int(count), int(size)
-                pad = bytes(size - 8)
-                for k in range(count):
-                    await ws.send(k.to_bytes(8, "big") + pad)
-                    if (k + 1) % 16 == 0:
-                        print("SENT", k + 1, flush=True)
-                print("STREAM DONE", flush=True)
-            else:
-                await ws.send(msg)
-    except websockets.ConnectionClosed:
-        pass
-
-async def main():
-    async with websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), max_size=None,
-                                ping_interval=None, backlog=4096):
-        print("READY", flush=True)
-        await asyncio.Future()
-
-asyncio.run(main())
-`
 
 // relOpenConnections returns a sidecar's open_connections from /stats.
 func relOpenConnections(t testing.TB, m *mesh, side string) int {
@@ -211,19 +172,6 @@ func relEcho(ctx context.Context, c *websocket.Conn, msg string) error {
 	return nil
 }
 
-// relWaitOutput waits up to timeout until a process started by
-// startProcess has printed want.
-func relWaitOutput(t testing.TB, cmd *exec.Cmd, want string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(processOutput(cmd), want) {
-		if !processRunning(cmd) || time.Now().After(deadline) {
-			t.Fatalf("%q never printed %q (running %v):\n%s", cmd.Args[:min(len(cmd.Args), 2)], want, processRunning(cmd), processOutput(cmd))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // relConnBytes returns bytes_received and bytes_sent of the open connection
 // with path on a sidecar (-1, -1 when none is open).
 func relConnBytes(t testing.TB, m *mesh, side, path string) (received, sent int64) {
@@ -234,6 +182,25 @@ func relConnBytes(t testing.TB, m *mesh, side, path string) (received, sent int6
 		}
 	}
 	return -1, -1
+}
+
+// relWaitConnBytes waits up to 20 seconds until the open connection with
+// path on a sidecar has received at least minReceived and sent at least
+// minSent bytes.
+func relWaitConnBytes(t testing.TB, m *mesh, side, path string, minReceived, minSent int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		received, sent := relConnBytes(t, m, side, path)
+		if received >= minReceived && sent >= minSent {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s sidecar, %s: %d bytes received (want %d) and %d sent (want %d) after 20s: %v",
+				side, path, received, minReceived, sent, minSent, m.connections(t, side))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // relLine waits up to 10 seconds for the access-log line of path.
@@ -251,22 +218,6 @@ func relLine(t testing.TB, m *mesh, side, path string) map[string]any {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-}
-
-// relMaskedFrameHeader returns the header of a final masked client frame
-// announcing n payload bytes, with mask key k.
-func relMaskedFrameHeader(opcode byte, n uint64, k [4]byte) []byte {
-	b := []byte{0x80 | opcode}
-	switch {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n < 65536:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, n)
-	}
-	return append(b, k[:]...)
 }
 
 // relConnEnded reports whether err is the end of a connection (EOF, reset,
@@ -318,7 +269,7 @@ func TestReliabilityUpstreamKilledMidMessage(t *testing.T) {
 		// connection breaks: always in flight when the app dies.
 		key := [4]byte{9, 8, 7, 6}
 		c.SetDeadline(time.Now().Add(60 * time.Second))
-		if _, err := c.Write(relMaskedFrameHeader(2, 1<<30, key)); err != nil {
+		if _, err := c.Write(wsClientFrameHeader(2, 1<<30, key)); err != nil {
 			t.Fatal(err)
 		}
 		writeErr := make(chan error, 1)
@@ -338,16 +289,7 @@ func TestReliabilityUpstreamKilledMidMessage(t *testing.T) {
 			}
 		}()
 		// Kill the app once 8 MiB have gone through the server sidecar.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if up, _ := relConnBytes(t, m, "server", path); up >= 8<<20 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("server sidecar relayed too little of the message: %v", m.connections(t, "server"))
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		relWaitConnBytes(t, m, "server", path, 8<<20, 0)
 		if err := syscall.Kill(m.app.Process.Pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -378,8 +320,8 @@ func TestReliabilityUpstreamKilledMidMessage(t *testing.T) {
 
 	t.Run("message from the app", func(t *testing.T) {
 		m := newMesh(t, meshOptions{app: "none"})
-		app := startProcess(t, pythonBin, "-c", relPyServer, strconv.Itoa(m.appPort))
-		relWaitOutput(t, app, "READY\n", 20*time.Second)
+		app := startProcess(t, pythonBin, "-c", pyMeshServer, strconv.Itoa(m.appPort))
+		waitOutput(t, app, "READY\n", 20*time.Second)
 		const path = "/kill/fromapp"
 		const size = 64 << 20
 		c, br := rawWebSocket(t, m.egress(), m.authority(), path)
@@ -392,16 +334,7 @@ func TestReliabilityUpstreamKilledMidMessage(t *testing.T) {
 		if _, err := io.ReadFull(br, make([]byte, 1<<20)); err != nil {
 			t.Fatalf("reading the start of the message: %v", err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if _, down := relConnBytes(t, m, "server", path); down >= 1<<20 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the message did not start: %v", m.connections(t, "server"))
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		relWaitConnBytes(t, m, "server", path, 0, 1<<20)
 		if err := syscall.Kill(app.Process.Pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -678,8 +611,8 @@ func TestReliabilitySlowloris(t *testing.T) {
 func TestReliabilityHalfOpen(t *testing.T) {
 	requirePythonWebsockets(t)
 	m := newMesh(t, meshOptions{app: "none"})
-	app := startProcess(t, pythonBin, "-c", relPyServer, strconv.Itoa(m.appPort))
-	relWaitOutput(t, app, "READY\n", 20*time.Second)
+	app := startProcess(t, pythonBin, "-c", pyMeshServer, strconv.Itoa(m.appPort))
+	waitOutput(t, app, "READY\n", 20*time.Second)
 
 	t.Run("stalled reader", func(t *testing.T) {
 		const (

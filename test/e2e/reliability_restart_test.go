@@ -128,8 +128,8 @@ func TestReliabilitySidecarRestart(t *testing.T) {
 
 	resultFile := filepath.Join(t.TempDir(), "result.json")
 	py := startProcess(t, pythonBin, "-c", relPyRestartClients, strconv.Itoa(m.egressPort), strconv.Itoa(n), strconv.Itoa(post), resultFile)
-	relWaitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 40*time.Second)
-	relWaitOutput(t, py, "WARM\n", 20*time.Second)
+	waitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 40*time.Second)
+	waitOutput(t, py, "WARM\n", 20*time.Second)
 	t.Logf("%d WebSockets open and warm after %v", n, time.Since(start).Round(time.Millisecond))
 	if got := relOpenConnections(t, m, "client"); got != n {
 		t.Fatalf("client sidecar open_connections %d, want %d", got, n)

@@ -44,21 +44,27 @@ func rawWebSocket(t *testing.T, addr, authority, path string) (net.Conn, *bufio.
 	return c, br
 }
 
-// wsWriteClientFrame writes one final, masked client frame.
-func wsWriteClientFrame(t *testing.T, c net.Conn, opcode byte, payload []byte) {
-	t.Helper()
+// wsClientFrameHeader returns the header of a final masked client frame
+// announcing n payload bytes, with mask key k.
+func wsClientFrameHeader(opcode byte, n uint64, k [4]byte) []byte {
 	b := []byte{0x80 | opcode}
-	switch n := len(payload); {
+	switch {
 	case n < 126:
 		b = append(b, 0x80|byte(n))
 	case n < 65536:
 		b = append(b, 0x80|126, byte(n>>8), byte(n))
 	default:
 		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		b = binary.BigEndian.AppendUint64(b, n)
 	}
-	mask := []byte{1, 2, 3, 4}
-	b = append(b, mask...)
+	return append(b, k[:]...)
+}
+
+// wsWriteClientFrame writes one final, masked client frame.
+func wsWriteClientFrame(t *testing.T, c net.Conn, opcode byte, payload []byte) {
+	t.Helper()
+	mask := [4]byte{1, 2, 3, 4}
+	b := wsClientFrameHeader(opcode, uint64(len(payload)), mask)
 	for i, p := range payload {
 		b = append(b, p^mask[i%4])
 	}
@@ -221,13 +227,7 @@ func TestSidecarClientVanishes(t *testing.T) {
 
 	t.Run("process killed", func(t *testing.T) {
 		py := startProcess(t, pythonBin, "-c", pyMeshClient, strconv.Itoa(m.egressPort), "open-wait")
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(processOutput(py), "OPEN\n") {
-			if !processRunning(py) || time.Now().After(deadline) {
-				t.Fatalf("python client never opened:\n%s", processOutput(py))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitOutput(t, py, "OPEN\n", 20*time.Second)
 		cs := m.waitConnections(t, "client", 1)
 		if cs[0]["kind"] != "websocket" || cs[0]["side"] != "source" || cs[0]["path"] != "/vanish" ||
 			logNum(cs[0], "bytes_received") != 8 || logNum(cs[0], "bytes_sent") != 4 {
@@ -304,13 +304,7 @@ func TestSidecarConfigReload(t *testing.T) {
 	py := startProcess(t, pythonBin, "-c", pyMeshClient, strconv.Itoa(m.egressPort), "hold", strconv.Itoa(n), trigger)
 	waitOut := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !strings.Contains(processOutput(py), want) {
-			if !processRunning(py) || time.Now().After(deadline) {
-				t.Fatalf("python client never printed %q:\n%s", want, processOutput(py))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitOutput(t, py, want, 60*time.Second)
 	}
 	waitOut(fmt.Sprintf("ROUND 0 %d\n", n))
 	openWS := func(side string) int {

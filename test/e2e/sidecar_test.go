@@ -27,7 +27,11 @@ import (
 // pyMeshServer is the guide's websockets-server application: a Python
 // websockets echo server. argv: PORT. Messages "close CODE REASON" make it
 // close the connection; "headers" returns the handshake request headers as
-// JSON. It raises its file limit for many connections.
+// JSON; "stream COUNT SIZE" makes it send COUNT binary messages of SIZE
+// bytes, each starting with its 8-byte big-endian index, printing "SENT k"
+// (k messages handed to the socket) every 16 messages and "STREAM DONE" at
+// the end. It prints "READY" once listening and raises its file limit for
+// many connections.
 const pyMeshServer = `
 import asyncio, json, resource, sys
 import websockets
@@ -41,6 +45,15 @@ async def handler(ws, path):
             if isinstance(msg, str) and msg.startswith("close "):
                 _, code, reason = (msg + " ").split(" ", 2)
                 await ws.close(int(code), reason.strip())
+            elif isinstance(msg, str) and msg.startswith("stream "):
+                _, count, size = msg.split()
+                count, size = int(count), int(size)
+                pad = bytes(size - 8)
+                for k in range(count):
+                    await ws.send(k.to_bytes(8, "big") + pad)
+                    if (k + 1) % 16 == 0:
+                        print("SENT", k + 1, flush=True)
+                print("STREAM DONE", flush=True)
             elif msg == "headers":
                 await ws.send(json.dumps({k.lower(): v for k, v in ws.request_headers.raw_items()}))
             else:
@@ -97,31 +110,30 @@ class Counter:
         r = await ws.recv()
         self.down += fsize(plen(r), False)
         return r
+    async def echo_all(self, ws, msgs):
+        for m in msgs:
+            r = await self.echo(ws, m)
+            print(type(r).__name__, plen(r), r == m)
+    def closed(self, ws):
+        # the client's close frame (a code, no reason) and the server's answer
+        self.up += fsize(2, True)
+        self.down += fsize(2, False)
+        print("CLOSED", ws.close_code)
+        print("BYTES", self.up, self.down)
 
 async def echo_case():
     c = Counter()
     async with connect("/echo") as ws:
         hdrs = json.loads(await c.echo(ws, "headers"))
         print("HEADERS", json.dumps(hdrs, sort_keys=True))
-        msgs = ["hello", "", "h\u00e9llo \u2713", b"\x00\x01\xfe\xff", b"", "x" * 200, b"y" * 70000]
-        for m in msgs:
-            r = await c.echo(ws, m)
-            print(type(r).__name__, plen(r), r == m)
-    c.up += fsize(2, True)
-    c.down += fsize(2, False)
-    print("CLOSED", ws.close_code)
-    print("BYTES", c.up, c.down)
+        await c.echo_all(ws, ["hello", "", "h\u00e9llo \u2713", b"\x00\x01\xfe\xff", b"", "x" * 200, b"y" * 70000])
+    c.closed(ws)
 
 async def large_case():
     c = Counter()
     async with connect("/large") as ws:
-        for m in [bytes(range(256)) * 65536, "t" * (16 << 20)]:
-            r = await c.echo(ws, m)
-            print(type(r).__name__, plen(r), r == m)
-    c.up += fsize(2, True)
-    c.down += fsize(2, False)
-    print("CLOSED", ws.close_code)
-    print("BYTES", c.up, c.down)
+        await c.echo_all(ws, [bytes(range(256)) * 65536, "t" * (16 << 20)])
+    c.closed(ws)
 
 async def many_case(n):
     sem = asyncio.Semaphore(100)
@@ -226,6 +238,27 @@ elif case == "open-wait":
     asyncio.run(open_wait_case())
 `
 
+// pyEchoOutput is what pyMeshClient's echo case prints when every message
+// comes back unchanged and the WebSocket closes with 1000.
+const pyEchoOutput = "str 5 True\nstr 0 True\nstr 10 True\nbytes 4 True\nbytes 0 True\nstr 200 True\nbytes 70000 True\nCLOSED 1000\n"
+
+// pyEcho runs pyMeshClient's echo case through the mesh, checks that every
+// message came back, and returns what the client printed and the one
+// access-log line each sidecar wrote for it.
+func pyEcho(t *testing.T, m *mesh, timeout time.Duration) (out string, cli, srv map[string]any) {
+	t.Helper()
+	out = runPyClient(t, m, timeout, "echo")
+	if !strings.Contains(out, pyEchoOutput) {
+		t.Fatalf("echo through the mesh:\n%s\nwant:\n%s", out, pyEchoOutput)
+	}
+	cl := m.waitLogLines(t, "client", 1)
+	sl := m.waitLogLines(t, "server", 1)
+	if len(cl) != 1 || len(sl) != 1 {
+		t.Fatalf("want one line per side:\nclient:\n%s\nserver:\n%s", dumpLogLines(cl), dumpLogLines(sl))
+	}
+	return out, cl[0], sl[0]
+}
+
 // runPyClient runs pyMeshClient to completion and fails on a non-zero exit.
 func runPyClient(t *testing.T, m *mesh, timeout time.Duration, args ...string) string {
 	t.Helper()
@@ -248,6 +281,21 @@ func pyBytes(t *testing.T, out string) (up, down int64) {
 	}
 	t.Fatalf("no BYTES line in client output:\n%s", out)
 	return 0, 0
+}
+
+// pyHeaders returns the handshake request headers the application received,
+// as pyMeshClient's echo case prints them (its "HEADERS" line).
+func pyHeaders(t *testing.T, out string) map[string]string {
+	t.Helper()
+	var hdrs map[string]string
+	for _, line := range strings.Split(out, "\n") {
+		if j, ok := strings.CutPrefix(line, "HEADERS "); ok {
+			if err := json.Unmarshal([]byte(j), &hdrs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return hdrs
 }
 
 // wsExpect is what a WebSocket's access-log lines must say.
@@ -407,34 +455,18 @@ func checkWebSocketLines(t *testing.T, m *mesh, cli, srv map[string]any, e wsExp
 func TestSidecarWebSocketEcho(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 
-	out := runPyClient(t, m, 60*time.Second, "echo")
-	wantEcho := "str 5 True\nstr 0 True\nstr 10 True\nbytes 4 True\nbytes 0 True\nstr 200 True\nbytes 70000 True\nCLOSED 1000\n"
-	if !strings.Contains(out, wantEcho) {
-		t.Fatalf("echo through the sidecars:\n%s\nwant:\n%s", out, wantEcho)
-	}
+	out, cli, srv := pyEcho(t, m, 60*time.Second)
 	// What the application received: the sidecars' forwarding headers.
-	var hdrs map[string]string
-	for _, line := range strings.Split(out, "\n") {
-		if j, ok := strings.CutPrefix(line, "HEADERS "); ok {
-			if err := json.Unmarshal([]byte(j), &hdrs); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	hdrs := pyHeaders(t, out)
 	up, down := pyBytes(t, out)
-	cli := m.waitLogLines(t, "client", 1)
-	srv := m.waitLogLines(t, "server", 1)
-	if len(cli) != 1 || len(srv) != 1 {
-		t.Fatalf("want one line per side:\nclient:\n%s\nserver:\n%s", dumpLogLines(cli), dumpLogLines(srv))
-	}
-	checkWebSocketLines(t, m, cli[0], srv[0], wsExpect{
+	checkWebSocketLines(t, m, cli, srv, wsExpect{
 		path: "/echo", up: up, down: down,
 		framesDown: 9, msgsDown: 8, framesUp: 9, msgsUp: 8,
 		closeCode: 1000, closedBy: "downstream", flags: "-", userAgent: "Python/3",
 	})
-	if hdrs["host"] != m.authority() || hdrs["x-request-id"] != logStr(cli[0], "request_id") ||
+	if hdrs["host"] != m.authority() || hdrs["x-request-id"] != logStr(cli, "request_id") ||
 		hdrs["upgrade"] != "websocket" || !strings.Contains(strings.ToLower(hdrs["connection"]), "upgrade") {
-		t.Errorf("headers the application received: %v (request_id %s)", hdrs, logStr(cli[0], "request_id"))
+		t.Errorf("headers the application received: %v (request_id %s)", hdrs, logStr(cli, "request_id"))
 	}
 
 	t.Run("16MiB", func(t *testing.T) {
@@ -465,13 +497,7 @@ func TestSidecarThousandConcurrentWebSockets(t *testing.T) {
 	const n = 1000
 	m := newMesh(t, meshOptions{})
 	py := startProcess(t, pythonBin, "-c", pyMeshClient, strconv.Itoa(m.egressPort), "many", strconv.Itoa(n))
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(processOutput(py), fmt.Sprintf("OPEN %d\n", n)) {
-		if !processRunning(py) || time.Now().After(deadline) {
-			t.Fatalf("python client did not open %d WebSockets:\n%s", n, processOutput(py))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOutput(t, py, fmt.Sprintf("OPEN %d\n", n), 90*time.Second)
 	if code := waitProcess(t, py, 90*time.Second); code != 0 {
 		t.Fatalf("python client exit %d:\n%s", code, processOutput(py))
 	}
@@ -517,11 +543,7 @@ func TestSidecarGuideTranscript(t *testing.T) {
 	connectTo := m.authority() + "=" + m.egress()
 
 	t.Run("wsmesh client piped", func(t *testing.T) {
-		res := runProcess(t, "hello\nworld\n", 30*time.Second, wsmeshBin, "client", "--connect-to", connectTo, url)
-		want := "Connected to " + url + ".\n< hello\n< world\nConnection closed: 1000 (OK).\n"
-		if res.ExitCode != 0 || res.Stdout != want {
-			t.Fatalf("exit %d\nstdout %q\nwant   %q\nstderr %s", res.ExitCode, res.Stdout, want, res.Stderr)
-		}
+		checkGuidePiped(t, 30*time.Second, url, "--connect-to", connectTo, url)
 		cli := m.waitLogLines(t, "client", 1)
 		srv := m.waitLogLines(t, "server", 1)
 		c, s := cli[len(cli)-1], srv[len(srv)-1]
@@ -531,26 +553,8 @@ func TestSidecarGuideTranscript(t *testing.T) {
 		})
 	})
 
-	want := []string{
-		"Connected to " + url + ".",
-		"> hello",
-		"< hello",
-		"> world",
-		"< world",
-		"Connection closed: 1000 (OK).",
-	}
-	session := func(t *testing.T, args ...string) []string {
-		term := startPTY(t, args...)
-		term.waitFor(t, "Connected to "+url+".")
-		term.typeLine(t, "hello", "< hello")
-		term.typeLine(t, "world", "< world")
-		term.send(t, "\x04") // Ctrl-D
-		return term.finish(t)
-	}
 	t.Run("wsmesh client terminal", func(t *testing.T) {
-		if got := session(t, wsmeshBin, "client", "--connect-to", connectTo, url); !equalLines(got, want) {
-			t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
+		checkGuideTerminal(t, url, wsmeshBin, "client", "--connect-to", connectTo, url)
 	})
 	t.Run("python -m websockets terminal", func(t *testing.T) {
 		requirePythonWebsockets(t)
@@ -567,9 +571,7 @@ socket.getaddrinfo = gai
 sys.argv = ["python3 -m websockets", %q]
 runpy.run_module("websockets", run_name="__main__", alter_sys=True)
 `, meshHost, url)
-		if got := session(t, pythonBin, "-c", script); !equalLines(got, want) {
-			t.Fatalf("screen:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
+		checkGuideTerminal(t, url, pythonBin, "-c", script)
 		cli := m.waitLogLines(t, "client", 3)
 		srv := m.waitLogLines(t, "server", 3)
 		c, s := cli[len(cli)-1], srv[len(srv)-1]
