@@ -23,14 +23,7 @@ func TestNotifyReadableAndDetach(t *testing.T) {
 		release <- ss.Detach()
 		got <- ss
 	}})
-	p := NewPool(PoolConfig{})
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := p.RoundTrip(ctx, ts.addr, wsRequest(ts.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, st := openWS(t, ts)
 	ss := <-got
 	time.Sleep(20 * time.Millisecond) // the handler has returned; the stream must still work
 
@@ -97,14 +90,7 @@ func TestReadDeadlineSetWhileWaiting(t *testing.T) {
 		got <- ss
 		<-ss.Context().Done()
 	}})
-	p := NewPool(PoolConfig{})
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := p.RoundTrip(ctx, ts.addr, wsRequest(ts.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, st := openWS(t, ts)
 	defer st.Close()
 	ss := <-got
 	for name, wait := range map[string]func() error{
@@ -125,4 +111,19 @@ func TestReadDeadlineSetWhileWaiting(t *testing.T) {
 		}
 		_ = ss.SetReadDeadline(time.Time{})
 	}
+}
+
+// openWS opens an extended CONNECT stream to ts from a fresh pool; both
+// and the returned context end with the test.
+func openWS(t *testing.T, ts *testServer) (context.Context, *Stream) {
+	t.Helper()
+	p := NewPool(PoolConfig{})
+	t.Cleanup(func() { p.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	st, err := p.RoundTrip(ctx, ts.addr, wsRequest(ts.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, st
 }

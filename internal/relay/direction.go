@@ -358,15 +358,19 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 			}
 			return &SideError{d.srcSide, "read", err}
 		}
-		done, werr := d.writeChunk((*bp)[:n])
-		bufPool.Put(bp)
-		if werr != nil {
-			return werr
-		}
-		if done {
-			return nil // close handshake finished after going away
+		if stop, err := d.deliver(bp, n); stop {
+			return err
 		}
 	}
+}
+
+// deliver writes the n bytes read into the pooled buffer bp and returns
+// it to the pool. It reports whether the copy must stop, and with what
+// (nil: the close handshake finished after going away).
+func (d *direction) deliver(bp *[]byte, n int) (stop bool, err error) {
+	done, werr := d.writeChunk((*bp)[:n])
+	bufPool.Put(bp)
+	return done || werr != nil, werr
 }
 
 // readWaiter is a source that can wait for bytes without a buffer, such as
@@ -402,13 +406,8 @@ func (d *direction) waitCopy(w readWaiter) error {
 		bp := bufPool.Get().(*[]byte)
 		n, rerr := d.src.Read(*bp)
 		if n > 0 {
-			done, werr := d.writeChunk((*bp)[:n])
-			bufPool.Put(bp)
-			if werr != nil {
-				return werr
-			}
-			if done {
-				return nil // close handshake finished after going away
+			if stop, err := d.deliver(bp, n); stop {
+				return err
 			}
 		} else {
 			bufPool.Put(bp)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
 	"runtime"
 	"testing"
 	"time"
@@ -118,49 +117,15 @@ func TestParkedRelayEndsWithContext(t *testing.T) {
 // parked WebSocket as close 1001, and the handshake completes.
 func TestParkedWebSocketGoesAway(t *testing.T) {
 	h := setup(t, mode{})
-	serverGot := make(chan websocket.StatusCode, 1)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err == nil {
-				err = c.Write(r.Context(), typ, msg)
-			}
-			if err != nil {
-				serverGot <- websocket.CloseStatus(err)
-				return
-			}
-		}
-	})}
-	ln := &oneConnListener{c: h.server, done: make(chan struct{})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	serverGot := serveEcho(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	dialed := make(chan *websocket.Conn, 1)
-	go func() {
-		c, _, err := websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
-			HTTPClient: &http.Client{Transport: &http.Transport{
-				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
-			}},
-		})
-		if err != nil {
-			t.Error(err)
-		}
-		dialed <- c
-	}()
+	dialing := dialThrough(ctx, h)
 	away, goAway := context.WithCancel(context.Background())
 	defer goAway()
 	ctr := new(Counters)
 	proxyWebSocket(t, h, Options{Observe: true, Counters: ctr, ParkAfter: 50 * time.Millisecond, GoingAway: away, GoingAwayReason: "drain"})
-	c := <-dialed
-	if c == nil {
-		t.FailNow()
-	}
+	c := (<-dialing).conn(t)
 	if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
 		t.Fatal(err)
 	}

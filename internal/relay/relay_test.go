@@ -482,6 +482,61 @@ func TestObserveRealWebSocket(t *testing.T) {
 	}
 }
 
+// serveEcho serves a WebSocket echo on h's server end; the returned
+// channel gets the close status that ended it.
+func serveEcho(t *testing.T, h *harness) <-chan websocket.StatusCode {
+	got := make(chan websocket.StatusCode, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err == nil {
+				err = c.Write(r.Context(), typ, msg)
+			}
+			if err != nil {
+				got <- websocket.CloseStatus(err)
+				return
+			}
+		}
+	})}
+	ln := &oneConnListener{c: h.server, done: make(chan struct{})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return got
+}
+
+type dialed struct {
+	c   *websocket.Conn
+	err error
+}
+
+func (d dialed) conn(t *testing.T) *websocket.Conn {
+	t.Helper()
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	return d.c
+}
+
+// dialThrough opens a WebSocket on h's client end; the handshake goes
+// through once the relay (proxyWebSocket) runs.
+func dialThrough(ctx context.Context, h *harness) <-chan dialed {
+	ch := make(chan dialed, 1)
+	go func() {
+		c, _, err := websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: &http.Transport{
+				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
+			}},
+		})
+		ch <- dialed{c, err}
+	}()
+	return ch
+}
+
 // oneConnListener serves exactly one already-accepted connection.
 type oneConnListener struct {
 	c               net.Conn
@@ -508,49 +563,14 @@ func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
 
 func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
 	h := setup(t, mode{})
-	serverGot := make(chan websocket.StatusCode, 1)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				serverGot <- websocket.CloseStatus(err)
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				serverGot <- websocket.CloseStatus(err)
-				return
-			}
-		}
-	})}
-	ln := &oneConnListener{c: h.server, done: make(chan struct{})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-
+	serverGot := serveEcho(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	dialDone := make(chan struct{})
-	var c *websocket.Conn
-	var dialErr error
-	go func() {
-		defer close(dialDone)
-		c, _, dialErr = websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
-			HTTPClient: &http.Client{Transport: &http.Transport{
-				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
-			}},
-		})
-	}()
+	dialed := dialThrough(ctx, h)
 	away, goAway := context.WithCancel(context.Background())
 	defer goAway()
 	proxyWebSocket(t, h, Options{Observe: true, GoingAway: away, GoingAwayReason: "sidecar draining"})
-	<-dialDone
-	if dialErr != nil {
-		t.Fatal(dialErr)
-	}
+	c := (<-dialed).conn(t)
 	// Keep large messages flowing both ways so the close frames must be
 	// placed between frames, not inside one.
 	writerDone := make(chan struct{})
@@ -617,22 +637,9 @@ func TestUpstreamLossSendsBadGatewayClose(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	dialDone := make(chan struct{})
-	var c *websocket.Conn
-	var dialErr error
-	go func() {
-		defer close(dialDone)
-		c, _, dialErr = websocket.Dial(ctx, "ws://wsmesh.test/echo", &websocket.DialOptions{
-			HTTPClient: &http.Client{Transport: &http.Transport{
-				DialContext: func(context.Context, string, string) (net.Conn, error) { return h.client, nil },
-			}},
-		})
-	}()
+	dialing := dialThrough(ctx, h)
 	proxyWebSocket(t, h, Options{Observe: true})
-	<-dialDone
-	if dialErr != nil {
-		t.Fatal(dialErr)
-	}
+	c := (<-dialing).conn(t)
 	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
