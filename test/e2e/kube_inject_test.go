@@ -147,7 +147,7 @@ func injectResource(t *testing.T, c *kubeCluster, ns string, u *unstructured.Uns
 	return c.dyn.Resource(gv.WithResource(res)).Namespace(ns)
 }
 
-var dryRunAll = []string{metav1.DryRunAll}
+var injectDryRun = []string{metav1.DryRunAll}
 
 func TestKubeInject(t *testing.T) {
 	start := time.Now()
@@ -161,6 +161,9 @@ func TestKubeInject(t *testing.T) {
 		input  []byte
 		flags  []string
 		expect injectExpect
+		// skipped are the workloads inject must leave alone, with the
+		// start of the reason it gives.
+		skipped []string
 	}
 	var cases []injectCase
 	var files []string
@@ -186,6 +189,7 @@ func TestKubeInject(t *testing.T) {
 			"--workload-from-pod", "--sidecar-arg=--log-level=debug", "--init-arg=--exclude-outbound-cidrs=169.254.169.254/32"},
 		expect: injectExpect{image: "registry.example/wsmesh:v0.1.0", pullPolicy: "Always", workloadFromPod: true,
 			sidecarArgs: []string{"--log-level=debug"}, initArgs: []string{"--exclude-outbound-cidrs=169.254.169.254/32"}},
+		skipped: []string{"Job echo-job: a Job would never complete", "Deployment echo-opt-out: sidecar.wsmesh.io/inject is false"},
 	})
 
 	var workloads []string // injected and accepted, for the log
@@ -193,13 +197,11 @@ func TestKubeInject(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// Inject, then inject the output again.
 			args := append([]string{wsmeshBin, "inject", "-f", "-"}, tc.flags...)
+			stdin := string(tc.input)
 			if tc.file != "" {
-				args[3] = tc.file
+				args[3], stdin = tc.file, ""
 			}
-			first := runProcess(t, "", 30*time.Second, args...)
-			if tc.file == "" {
-				first = runProcess(t, string(tc.input), 30*time.Second, args...)
-			}
+			first := runProcess(t, stdin, 30*time.Second, args...)
 			if first.ExitCode != 0 {
 				t.Fatalf("wsmesh inject: exit %d\n%s", first.ExitCode, first.Stderr)
 			}
@@ -211,12 +213,29 @@ func TestKubeInject(t *testing.T) {
 			if second.Stdout != first.Stdout {
 				t.Errorf("injecting twice changed the output:\nfirst:\n%s\nsecond:\n%s", first.Stdout, second.Stdout)
 			}
-			injected := reported(first.Stderr, "injected")
-			if again := reported(second.Stderr, "injected"); len(again) > 0 {
+			injected := injectReported(first.Stderr, "injected")
+			// Every Pod and pod template of the input is injected, except
+			// the ones the case says are skipped.
+			var wantInjected []string
+			for _, u := range injectExpandLists(splitYAML(t, tc.input)) {
+				id := u.GetKind() + " " + u.GetName()
+				if injectPodSpec(u) != nil && !slices.ContainsFunc(tc.skipped, func(s string) bool { return strings.HasPrefix(s, id+":") }) {
+					wantInjected = append(wantInjected, id)
+				}
+			}
+			if !slices.Equal(injected, wantInjected) {
+				t.Errorf("wsmesh inject injected %q, want %q:\n%s", injected, wantInjected, first.Stderr)
+			}
+			for _, want := range tc.skipped {
+				if !slices.ContainsFunc(injectReported(first.Stderr, "skipped"), func(s string) bool { return strings.HasPrefix(s, want) }) {
+					t.Errorf("wsmesh inject did not report skipping %q:\n%s", want, first.Stderr)
+				}
+			}
+			if again := injectReported(second.Stderr, "injected"); len(again) > 0 {
 				t.Errorf("second injection injected %v again", again)
 			}
 			for _, w := range injected {
-				if !slices.Contains(reported(second.Stderr, "skipped"), w+": already injected (sidecar.wsmesh.io/status)") {
+				if !slices.Contains(injectReported(second.Stderr, "skipped"), w+": already injected (sidecar.wsmesh.io/status)") {
 					t.Errorf("second injection did not report %s as already injected:\n%s", w, second.Stderr)
 				}
 			}
@@ -232,27 +251,27 @@ func TestKubeInject(t *testing.T) {
 			c.create(t, "", &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}})
 			originals := map[string]*unstructured.Unstructured{}
-			for _, u := range expandLists(splitYAML(t, tc.input)) {
+			for _, u := range injectExpandLists(splitYAML(t, tc.input)) {
 				originals[u.GetKind()+" "+u.GetName()] = u
 			}
 			var seen []string
-			for _, u := range expandLists(splitYAML(t, []byte(first.Stdout))) {
+			for _, u := range injectExpandLists(splitYAML(t, []byte(first.Stdout))) {
 				id := u.GetKind() + " " + u.GetName()
 				orig := originals[id]
 				if orig == nil {
 					t.Fatalf("%s is in the output but not in the input", id)
 				}
-				_, isInjected := podTemplateMeta(u)["annotations"].(map[string]any)["sidecar.wsmesh.io/status"]
+				_, isInjected := injectPodAnnotations(u)["sidecar.wsmesh.io/status"]
 				if isInjected {
 					seen = append(seen, id)
 				}
 				ri := injectResource(t, c, ns, u)
-				got, err := ri.Create(context.Background(), u.DeepCopy(), metav1.CreateOptions{DryRun: dryRunAll, FieldValidation: "Strict"})
+				got, err := ri.Create(context.Background(), u.DeepCopy(), metav1.CreateOptions{DryRun: injectDryRun, FieldValidation: "Strict"})
 				if err != nil {
 					t.Errorf("dry-run create of %s rejected: %v", id, err)
 					continue
 				}
-				checkSubset(t, "dry-run create of "+id, u.Object, got.Object)
+				checkInjectSubset(t, "dry-run create of "+id, u.Object, got.Object)
 				if !isInjected {
 					checkNotInjected(t, id, got)
 					continue
@@ -261,7 +280,7 @@ func TestKubeInject(t *testing.T) {
 				if u.GetKind() == "Pod" {
 					// A Pod's containers cannot change once it exists:
 					// an injected Pod replaces the old one.
-					workloads = append(workloads, id)
+					workloads = append(workloads, tc.name+": "+id)
 					continue
 				}
 
@@ -274,19 +293,19 @@ func TestKubeInject(t *testing.T) {
 				}
 				upd := u.DeepCopy()
 				upd.SetResourceVersion(live.GetResourceVersion())
-				got, err = ri.Update(context.Background(), upd, metav1.UpdateOptions{DryRun: dryRunAll, FieldValidation: "Strict"})
+				got, err = ri.Update(context.Background(), upd, metav1.UpdateOptions{DryRun: injectDryRun, FieldValidation: "Strict"})
 				if err != nil {
 					t.Errorf("dry-run update of %s rejected: %v", id, err)
 				} else {
-					checkSubset(t, "dry-run update of "+id, u.Object, got.Object)
+					checkInjectSubset(t, "dry-run update of "+id, u.Object, got.Object)
 					checkInjected(t, "dry-run update of "+id, got, orig, tc.expect)
 				}
 				got, err = ri.Apply(context.Background(), u.GetName(), u.DeepCopy(),
-					metav1.ApplyOptions{DryRun: dryRunAll, FieldManager: "wsmesh-inject-test", Force: true})
+					metav1.ApplyOptions{DryRun: injectDryRun, FieldManager: "wsmesh-inject-test", Force: true})
 				if err != nil {
 					t.Errorf("dry-run server-side apply of %s rejected: %v", id, err)
 				} else {
-					checkSubset(t, "dry-run apply of "+id, u.Object, got.Object)
+					checkInjectSubset(t, "dry-run apply of "+id, u.Object, got.Object)
 					checkInjected(t, "dry-run apply of "+id, got, orig, tc.expect)
 				}
 				// The dry runs stored nothing.
@@ -298,7 +317,7 @@ func TestKubeInject(t *testing.T) {
 					t.Errorf("%s changed by dry runs: resourceVersion %s, was %s", id, stored.GetResourceVersion(), live.GetResourceVersion())
 				}
 				checkNotInjected(t, "stored "+id, stored)
-				workloads = append(workloads, id)
+				workloads = append(workloads, tc.name+": "+id)
 			}
 			sort.Strings(seen)
 			sort.Strings(injected)
@@ -310,7 +329,7 @@ func TestKubeInject(t *testing.T) {
 	if len(workloads) == 0 {
 		t.Fatal("no injected workload was submitted")
 	}
-	t.Logf("accepted by kube-apiserver %s (dry run): %s", kubeVersion, strings.Join(workloads, ", "))
+	t.Logf("injected workloads accepted by kube-apiserver %s (dry runs):\n  %s", kubeVersion, strings.Join(workloads, "\n  "))
 
 	t.Run("rejected", func(t *testing.T) { kubeInjectRejected(t, c, root) })
 }
@@ -333,7 +352,7 @@ func kubeInjectRejected(t *testing.T, c *kubeCluster, root string) {
 		t.Fatalf("no Deployment in the output:\n%s", res.Stdout)
 	}
 	sidecar := func(u *unstructured.Unstructured) map[string]any {
-		return named(podTemplateSpec(u)["containers"], "wsmesh-proxy")
+		return injectNamed(injectPodSpec(u)["containers"], "wsmesh-proxy")
 	}
 	cases := []struct {
 		name   string
@@ -345,7 +364,7 @@ func kubeInjectRejected(t *testing.T, c *kubeCluster, root string) {
 			sidecar(u)["name"] = "wsmesh_proxy"
 		}, `spec.template.spec.containers[1].name: Invalid value: "wsmesh_proxy"`, apierrors.IsInvalid},
 		{"sidecar injected twice", func(u *unstructured.Unstructured) {
-			spec := podTemplateSpec(u)
+			spec := injectPodSpec(u)
 			spec["containers"] = append(spec["containers"].([]any), sidecar(u))
 		}, `spec.template.spec.containers[2].name: Duplicate value: "wsmesh-proxy"`, apierrors.IsInvalid},
 		{"port name over 15 characters", func(u *unstructured.Unstructured) {
@@ -359,7 +378,7 @@ func kubeInjectRejected(t *testing.T, c *kubeCluster, root string) {
 	for _, tc := range cases {
 		u := dep.DeepCopy()
 		tc.change(u)
-		_, err := ri.Create(context.Background(), u, metav1.CreateOptions{DryRun: dryRunAll, FieldValidation: "Strict"})
+		_, err := ri.Create(context.Background(), u, metav1.CreateOptions{DryRun: injectDryRun, FieldValidation: "Strict"})
 		switch {
 		case err == nil:
 			t.Errorf("%s: accepted by the dry run", tc.name)
@@ -370,14 +389,14 @@ func kubeInjectRejected(t *testing.T, c *kubeCluster, root string) {
 		}
 	}
 	// The unchanged object passes in the same place.
-	if _, err := ri.Create(context.Background(), dep, metav1.CreateOptions{DryRun: dryRunAll, FieldValidation: "Strict"}); err != nil {
+	if _, err := ri.Create(context.Background(), dep, metav1.CreateOptions{DryRun: injectDryRun, FieldValidation: "Strict"}); err != nil {
 		t.Errorf("unchanged injected Deployment rejected: %v", err)
 	}
 }
 
-// reported returns what `wsmesh inject` listed on standard error as
+// injectReported returns what `wsmesh inject` listed on standard error as
 // "wsmesh inject: VERB ...".
-func reported(stderr, verb string) []string {
+func injectReported(stderr, verb string) []string {
 	var out []string
 	for _, line := range strings.Split(stderr, "\n") {
 		if s, ok := strings.CutPrefix(line, "wsmesh inject: "+verb+" "); ok {
@@ -387,8 +406,8 @@ func reported(stderr, verb string) []string {
 	return out
 }
 
-// expandLists replaces each List by its items, as kubectl does.
-func expandLists(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+// injectExpandLists replaces each List by its items, as kubectl does.
+func injectExpandLists(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	for _, u := range objs {
 		if u.GetKind() != "List" {
@@ -405,8 +424,8 @@ func expandLists(objs []*unstructured.Unstructured) []*unstructured.Unstructured
 	return out
 }
 
-// podTemplate returns the pod (template) of a Pod or workload, or nil.
-func podTemplate(u *unstructured.Unstructured) map[string]any {
+// injectPodTemplate returns the pod (template) of a Pod or workload, or nil.
+func injectPodTemplate(u *unstructured.Unstructured) map[string]any {
 	if u.GetKind() == "Pod" {
 		return u.Object
 	}
@@ -415,24 +434,20 @@ func podTemplate(u *unstructured.Unstructured) map[string]any {
 	return m
 }
 
-func podTemplateSpec(u *unstructured.Unstructured) map[string]any {
-	spec, _ := podTemplate(u)["spec"].(map[string]any)
+func injectPodSpec(u *unstructured.Unstructured) map[string]any {
+	spec, _ := injectPodTemplate(u)["spec"].(map[string]any)
 	return spec
 }
 
-func podTemplateMeta(u *unstructured.Unstructured) map[string]any {
-	meta, _ := podTemplate(u)["metadata"].(map[string]any)
-	if meta == nil {
-		meta = map[string]any{}
-	}
-	if _, ok := meta["annotations"].(map[string]any); !ok {
-		meta = map[string]any{"annotations": map[string]any{}}
-	}
-	return meta
+// injectPodAnnotations returns the annotations of the pod (template), or nil.
+func injectPodAnnotations(u *unstructured.Unstructured) map[string]any {
+	ann, _, _ := unstructured.NestedFieldNoCopy(injectPodTemplate(u), "metadata", "annotations")
+	m, _ := ann.(map[string]any)
+	return m
 }
 
-// named returns the item of a list of objects with that name, or nil.
-func named(list any, name string) map[string]any {
+// injectNamed returns the item of a list of objects with that name, or nil.
+func injectNamed(list any, name string) map[string]any {
 	l, _ := list.([]any)
 	for _, it := range l {
 		if m, ok := it.(map[string]any); ok && m["name"] == name {
@@ -442,7 +457,7 @@ func named(list any, name string) map[string]any {
 	return nil
 }
 
-func names(list any) []string {
+func injectNames(list any) []string {
 	l, _ := list.([]any)
 	out := []string{}
 	for _, it := range l {
@@ -454,8 +469,8 @@ func names(list any) []string {
 	return out
 }
 
-// jsonString renders v as JSON, numbers alike whether int64 or float64.
-func jsonString(v any) string {
+// injectJSON renders v as JSON, numbers alike whether int64 or float64.
+func injectJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return "<" + err.Error() + ">"
@@ -463,11 +478,11 @@ func jsonString(v any) string {
 	return string(b)
 }
 
-// checkSubset reports every field of want (the object submitted) that got
+// checkInjectSubset reports every field of want (the object submitted) that got
 // (what the API server returned) lacks or holds differently: the server may
 // add defaults, but must keep everything inject wrote. Lists must have the
 // same items.
-func checkSubset(t *testing.T, where string, want, got map[string]any) {
+func checkInjectSubset(t *testing.T, where string, want, got map[string]any) {
 	t.Helper()
 	var diffs []string
 	var walk func(path string, w, g any)
@@ -476,7 +491,7 @@ func checkSubset(t *testing.T, where string, want, got map[string]any) {
 		case map[string]any:
 			gv, ok := g.(map[string]any)
 			if !ok {
-				diffs = append(diffs, path+": "+jsonString(g)+", want an object")
+				diffs = append(diffs, path+": "+injectJSON(g)+", want an object")
 				return
 			}
 			for k, v := range wv {
@@ -485,15 +500,15 @@ func checkSubset(t *testing.T, where string, want, got map[string]any) {
 		case []any:
 			gv, ok := g.([]any)
 			if !ok || len(gv) != len(wv) {
-				diffs = append(diffs, path+": "+jsonString(g)+", want "+jsonString(w))
+				diffs = append(diffs, path+": "+injectJSON(g)+", want "+injectJSON(w))
 				return
 			}
 			for i := range wv {
 				walk(path+"["+strconv.Itoa(i)+"]", wv[i], gv[i])
 			}
 		default:
-			if jsonString(w) != jsonString(g) {
-				diffs = append(diffs, path+": "+jsonString(g)+", want "+jsonString(w))
+			if injectJSON(w) != injectJSON(g) {
+				diffs = append(diffs, path+": "+injectJSON(g)+", want "+injectJSON(w))
 			}
 		}
 	}
@@ -505,8 +520,8 @@ func checkSubset(t *testing.T, where string, want, got map[string]any) {
 
 func checkNotInjected(t *testing.T, where string, u *unstructured.Unstructured) {
 	t.Helper()
-	spec := podTemplateSpec(u)
-	if slices.Contains(names(spec["containers"]), "wsmesh-proxy") || slices.Contains(names(spec["initContainers"]), "wsmesh-init") {
+	spec := injectPodSpec(u)
+	if slices.Contains(injectNames(spec["containers"]), "wsmesh-proxy") || slices.Contains(injectNames(spec["initContainers"]), "wsmesh-init") {
 		t.Errorf("%s: has wsmesh containers, want none", where)
 	}
 }
@@ -515,16 +530,16 @@ func checkNotInjected(t *testing.T, where string, u *unstructured.Unstructured) 
 // containers, volume and annotation wsmesh inject adds to orig.
 func checkInjected(t *testing.T, where string, got, orig *unstructured.Unstructured, want injectExpect) {
 	t.Helper()
-	spec, origSpec := podTemplateSpec(got), podTemplateSpec(orig)
+	spec, origSpec := injectPodSpec(got), injectPodSpec(orig)
 	if spec == nil {
 		t.Errorf("%s: no pod spec", where)
 		return
 	}
 	// The pod's own containers first, unchanged in order; wsmesh's last.
-	if n, w := names(spec["containers"]), append(names(origSpec["containers"]), "wsmesh-proxy"); !slices.Equal(n, w) {
+	if n, w := injectNames(spec["containers"]), append(injectNames(origSpec["containers"]), "wsmesh-proxy"); !slices.Equal(n, w) {
 		t.Errorf("%s: containers %q, want %q", where, n, w)
 	}
-	if n, w := names(spec["initContainers"]), append(names(origSpec["initContainers"]), "wsmesh-init"); !slices.Equal(n, w) {
+	if n, w := injectNames(spec["initContainers"]), append(injectNames(origSpec["initContainers"]), "wsmesh-init"); !slices.Equal(n, w) {
 		t.Errorf("%s: initContainers %q, want %q", where, n, w)
 	}
 
@@ -556,12 +571,12 @@ func checkInjected(t *testing.T, where string, got, orig *unstructured.Unstructu
 		}
 		for _, f := range fields {
 			v, _, _ := unstructured.NestedFieldNoCopy(obj, f.path...)
-			if jsonString(v) != jsonString(f.want) {
-				t.Errorf("%s: %s %s = %s, want %s", where, what, strings.Join(f.path, "."), jsonString(v), jsonString(f.want))
+			if injectJSON(v) != injectJSON(f.want) {
+				t.Errorf("%s: %s %s = %s, want %s", where, what, strings.Join(f.path, "."), injectJSON(v), injectJSON(f.want))
 			}
 		}
 	}
-	proxy := named(spec["containers"], "wsmesh-proxy")
+	proxy := injectNamed(spec["containers"], "wsmesh-proxy")
 	check("wsmesh-proxy", proxy, []field{
 		{[]string{"image"}, want.image},
 		{[]string{"imagePullPolicy"}, want.pullPolicy},
@@ -579,16 +594,16 @@ func checkInjected(t *testing.T, where string, got, orig *unstructured.Unstructu
 		{[]string{"volumeMounts"}, mounts},
 	})
 	if proxy != nil {
-		check("wsmesh-proxy env POD_NAME", named(proxy["env"], "POD_NAME"), []field{
+		check("wsmesh-proxy env POD_NAME", injectNamed(proxy["env"], "POD_NAME"), []field{
 			{[]string{"valueFrom", "fieldRef", "fieldPath"}, "metadata.name"}})
-		check("wsmesh-proxy env POD_NAMESPACE", named(proxy["env"], "POD_NAMESPACE"), []field{
+		check("wsmesh-proxy env POD_NAMESPACE", injectNamed(proxy["env"], "POD_NAMESPACE"), []field{
 			{[]string{"valueFrom", "fieldRef", "fieldPath"}, "metadata.namespace"}})
 		for name, port := range map[string]int{"wsmesh-outbound": 15001, "wsmesh-inbound": 15006, "wsmesh-admin": 15000} {
-			check("wsmesh-proxy port "+name, named(proxy["ports"], name), []field{
+			check("wsmesh-proxy port "+name, injectNamed(proxy["ports"], name), []field{
 				{[]string{"containerPort"}, port}, {[]string{"protocol"}, "TCP"}})
 		}
 	}
-	check("wsmesh-init", named(spec["initContainers"], "wsmesh-init"), []field{
+	check("wsmesh-init", injectNamed(spec["initContainers"], "wsmesh-init"), []field{
 		{[]string{"image"}, want.image},
 		{[]string{"imagePullPolicy"}, want.pullPolicy},
 		{[]string{"args"}, initArgs},
@@ -600,7 +615,7 @@ func checkInjected(t *testing.T, where string, got, orig *unstructured.Unstructu
 		{[]string{"resources", "requests"}, map[string]string{"cpu": "10m", "memory": "16Mi"}},
 	})
 
-	vol := named(spec["volumes"], "wsmesh-config")
+	vol := injectNamed(spec["volumes"], "wsmesh-config")
 	status := map[string]any{"initContainers": []string{"wsmesh-init"}, "containers": []string{"wsmesh-proxy"}, "image": want.image}
 	if want.configMap != "" {
 		check("volume wsmesh-config", vol, []field{{[]string{"configMap", "name"}, want.configMap}})
@@ -609,8 +624,8 @@ func checkInjected(t *testing.T, where string, got, orig *unstructured.Unstructu
 		t.Errorf("%s: volume wsmesh-config %v, want none with --config-map=\"\"", where, vol)
 	}
 	var gotStatus any
-	ann, _ := podTemplateMeta(got)["annotations"].(map[string]any)["sidecar.wsmesh.io/status"].(string)
-	if err := json.Unmarshal([]byte(ann), &gotStatus); err != nil || jsonString(gotStatus) != jsonString(status) {
-		t.Errorf("%s: annotation sidecar.wsmesh.io/status %q (%v), want %s", where, ann, err, jsonString(status))
+	ann, _ := injectPodAnnotations(got)["sidecar.wsmesh.io/status"].(string)
+	if err := json.Unmarshal([]byte(ann), &gotStatus); err != nil || injectJSON(gotStatus) != injectJSON(status) {
+		t.Errorf("%s: annotation sidecar.wsmesh.io/status %q (%v), want %s", where, ann, err, injectJSON(status))
 	}
 }
