@@ -14,6 +14,7 @@ import (
 	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/discovery"
 	"github.com/wsmesh/wsmesh/internal/h1"
+	"github.com/wsmesh/wsmesh/internal/relay"
 	"github.com/wsmesh/wsmesh/internal/sidecar"
 )
 
@@ -26,6 +27,7 @@ func init() {
 		logLevel   string
 		observe    bool
 		wsIdle     time.Duration
+		parkAfter  time.Duration
 		headerRead time.Duration
 		idle       time.Duration
 		h2Strict   bool
@@ -105,6 +107,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				Logger:               logger,
 				ObserveWebSocket:     observe,
 				WebSocketIdleTimeout: wsIdle,
+				WebSocketParkAfter:   parkAfter,
 				HeaderReadTimeout:    headerRead,
 				IdleTimeout:          idle,
 				H2Strict:             h2Strict,
@@ -139,6 +142,7 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVar(&observe, "observe-websocket", true, "observe WebSocket frame headers for the access log")
 	f.DurationVar(&wsIdle, "websocket-idle-timeout", 0, "close a WebSocket idle this long (0: never)")
+	f.DurationVar(&parkAfter, "websocket-park-after", relay.DefaultParkAfter, "a WebSocket quiet this long waits for bytes without a goroutine (negative: never)")
 	f.DurationVar(&headerRead, "header-read-timeout", 10*time.Second, "time allowed to receive a request head")
 	f.DurationVar(&idle, "idle-timeout", time.Hour, "close an idle keep-alive HTTP connection after this long")
 	f.BoolVar(&h2Strict, "h2-strict", false, "answer 503 instead of falling back to HTTP/1.1 when a peer does not allow extended CONNECT")

@@ -46,6 +46,8 @@ type Options struct {
 	ObserveWebSocket bool
 	// WebSocketIdleTimeout: 0 never cuts an open WebSocket.
 	WebSocketIdleTimeout time.Duration
+	// WebSocketParkAfter is httpproxy.Config.ParkAfter.
+	WebSocketParkAfter time.Duration
 	// HeaderReadTimeout and IdleTimeout for HTTP requests (0: defaults).
 	HeaderReadTimeout time.Duration
 	IdleTimeout       time.Duration
@@ -143,6 +145,7 @@ func New(opts Options) (*Sidecar, error) {
 		HeaderReadTimeout:    opts.HeaderReadTimeout,
 		IdleTimeout:          opts.IdleTimeout,
 		WebSocketIdleTimeout: opts.WebSocketIdleTimeout,
+		ParkAfter:            opts.WebSocketParkAfter,
 		ObserveWebSocket:     opts.ObserveWebSocket,
 		H2:                   s.h2,
 		H2Strict:             opts.H2Strict,
