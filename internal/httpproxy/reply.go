@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"time"
 
@@ -36,6 +37,21 @@ func (p *Proxy) writeLocalReply(w io.Writer, lr *LocalReply, rec *accesslog.Reco
 	rec.ResponseFlags = joinFlags(rec.ResponseFlags, lr.Flag)
 	rec.ResponseCodeDetails = lr.Details
 	rec.BytesSent += int64(len(body))
+}
+
+// RejectConn answers downstream connection c, whose bytes the caller found
+// to be no HTTP/1.1 request, with lr as a local reply and logs it: it writes
+// lr as an HTTP/1.1 response with "Connection: close" (within 5 seconds)
+// and its body followed by a newline, then hands one record (protocol
+// HTTP/1.1, started now; response_code, response_flags and
+// response_code_details from lr; bytes_sent the body's length) to the access
+// log and to OnRecord with a nil Target. The caller closes c.
+func (p *Proxy) RejectConn(c net.Conn, lr *LocalReply) {
+	rec := p.newRecord(c, time.Now())
+	rec.Protocol = "HTTP/1.1"
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	p.writeLocalReply(c, lr, rec, true)
+	p.finish(rec, nil)
 }
 
 const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"

@@ -29,6 +29,7 @@ type Config struct {
 	Proxy    httpproxy.Config
 	Logger   *slog.Logger
 	// DetectTimeout is how long to wait for a client's first bytes.
+	// Default 5s, and never longer than Proxy.HeaderReadTimeout.
 	DetectTimeout time.Duration
 	// ConnectTimeout bounds connecting to the local app. Default 10s.
 	ConnectTimeout time.Duration
@@ -47,17 +48,7 @@ type Inbound struct {
 
 // New returns an Inbound.
 func New(cfg Config) *Inbound {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.DetectTimeout <= 0 {
-		cfg.DetectTimeout = 5 * time.Second
-	}
-	// Detection counts against the time a client has to send its request
-	// head; never wait longer for the first bytes than for a whole head.
-	if h := cfg.Proxy.HeaderReadTimeout; h > 0 && h < cfg.DetectTimeout {
-		cfg.DetectTimeout = h
-	}
+	cfg.Logger, cfg.DetectTimeout = cfg.Proxy.SideDefaults(cfg.Logger, cfg.DetectTimeout)
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}

@@ -35,6 +35,7 @@ type Config struct {
 	Proxy  httpproxy.Config
 	Logger *slog.Logger
 	// DetectTimeout is how long to wait for a client's first bytes.
+	// Default 5s, and never longer than Proxy.HeaderReadTimeout.
 	DetectTimeout time.Duration
 }
 
@@ -46,17 +47,7 @@ type Outbound struct {
 
 // New returns an Outbound.
 func New(cfg Config) *Outbound {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.DetectTimeout <= 0 {
-		cfg.DetectTimeout = 5 * time.Second
-	}
-	// Detection counts against the time a client has to send its request
-	// head; never wait longer for the first bytes than for a whole head.
-	if h := cfg.Proxy.HeaderReadTimeout; h > 0 && h < cfg.DetectTimeout {
-		cfg.DetectTimeout = h
-	}
+	cfg.Logger, cfg.DetectTimeout = cfg.Proxy.SideDefaults(cfg.Logger, cfg.DetectTimeout)
 	cfg.Proxy.Reporter = "source"
 	return &Outbound{cfg: cfg, lb: balancer.New()}
 }
@@ -83,29 +74,23 @@ func (o *Outbound) Serve(ctx, connCtx context.Context, ln net.Listener, l config
 			// HTTP's own idle and header timeouts.)
 			proxy.ServeH1(cctx, c, br)
 		default:
-			o.serveTCP(cctx, c, br, l, proto)
+			o.serveTCP(cctx, c, br, l, proto, proxy)
 		}
 	}, o.cfg.Logger)
 }
 
 // serveTCP relays a connection that is not HTTP/1.1 to the one service
-// that exposes the listener's port, as opaque bytes.
-func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l config.Listener, proto detect.Protocol) {
+// that exposes the listener's port, as opaque bytes. proxy is the
+// listener's HTTP engine, which answers bytes that are no HTTP request on an
+// HTTP port.
+func (o *Outbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, l config.Listener, proto detect.Protocol, proxy *httpproxy.Proxy) {
 	cl, err := o.cfg.Snapshot().RouteFrom(o.cfg.Workload(), l.Port, "")
 	if (l.Protocol.IsHTTP() || (err == nil && cl.Protocol.IsHTTP())) && proto == detect.Opaque && br.Buffered() > 0 {
 		// Bytes that are no HTTP request on an HTTP port: say so, as an
 		// HTTP server would, rather than close without a word.
-		rec := o.tcpRecord(c)
-		rec.Protocol = "HTTP/1.1"
-		rec.ResponseCode = 400
-		rec.ResponseFlags = accesslog.DownstreamProtocolError.String()
-		rec.ResponseCodeDetails = "http1.codec_error"
-		body := "not an HTTP/1.1 request on an HTTP port\n"
-		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s", len(body), body)
-		rec.BytesSent = int64(len(body))
+		proxy.RejectConn(c, &httpproxy.LocalReply{Status: 400, Flag: accesslog.DownstreamProtocolError, Details: "http1.codec_error",
+			Body: "not an HTTP/1.1 request on an HTTP port"})
 		c.Close()
-		o.finishTCP(rec)
 		return
 	}
 	if err != nil || (cl.Protocol.IsHTTP() && proto != detect.TLS) {
