@@ -146,3 +146,34 @@ func TestParkedWebSocketGoesAway(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 }
+
+// TestTrimAfterParkingWave checks when the sweeper gives free memory back:
+// once the number of parked directions is large and has stopped growing,
+// not while it grows, not again for a small change, and not too often.
+func TestTrimAfterParkingWave(t *testing.T) {
+	trims := 0
+	old := freeOSMemory
+	freeOSMemory = func() { trims++ }
+	defer func() { freeOSMemory = old }()
+	var s sweeper
+	step := func(parked int64, want int) {
+		t.Helper()
+		s.parked.Store(parked)
+		s.maybeTrim()
+		if trims != want {
+			t.Fatalf("%d parked: %d trims, want %d", parked, trims, want)
+		}
+	}
+	step(500, 0)  // few
+	step(500, 0)  // few, settled
+	step(3000, 0) // growing
+	step(6000, 0) // growing
+	step(6000, 1) // settled: trim
+	step(6000, 1) // nothing new
+	step(7000, 1) // growing
+	step(7000, 1) // settled, but less than a quarter more than at the last trim
+	step(9000, 1) // growing
+	step(9000, 1) // settled and enough more, but within trimEvery
+	s.trimmedAt = s.trimmedAt.Add(-trimEvery)
+	step(9000, 2)
+}
