@@ -49,6 +49,12 @@ type direction struct {
 	pmu      sync.Mutex // orders an eviction with the reader's answer to it
 	evict    bool       // the sweeper set a past read deadline to stop the wait
 	parks    int        // times parked; owned by the running goroutine
+	// waited: the direction has waited for bytes once. Its first wait
+	// parks at once (a new WebSocket is often quiet, and a burst of them
+	// would otherwise leave the runtime holding a goroutine's worth of
+	// memory per connection after they park); later waits park after
+	// ParkAfter. Owned by the running goroutine.
+	waited bool
 	token    uint64     // the poller's key while parked on a socket
 	wakeFn   func()     // d.wake, made once
 
@@ -323,6 +329,7 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 		var bp *[]byte
 		var n int
 		var rerr error
+		parkNow := false
 		err := rc.Read(func(fd uintptr) bool {
 			if bp == nil {
 				bp = bufPool.Get().(*[]byte)
@@ -336,10 +343,21 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 			if rerr == syscall.EAGAIN {
 				bufPool.Put(bp)
 				bp = nil
-				return false // park until readable, holding no buffer
+				if d.parkable && !d.waited {
+					parkNow = true
+					return true
+				}
+				return false // wait until readable, holding no buffer
 			}
 			return true
 		})
+		if parkNow {
+			d.waited = true
+			if d.parkSocket(rc) {
+				return errParked
+			}
+			continue
+		}
 		if err == nil {
 			err = rerr
 		}
@@ -394,6 +412,12 @@ type ReadNotifier interface {
 // buffer only while bytes are there to read.
 func (d *direction) waitCopy(w readWaiter) error {
 	for {
+		if d.parkable && !d.waited {
+			d.waited = true
+			if d.parkNotifier() {
+				return errParked
+			}
+		}
 		if err := w.WaitReadable(); err != nil {
 			if d.evicted(err) {
 				if d.parkNotifier() {
