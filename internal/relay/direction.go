@@ -55,8 +55,8 @@ type direction struct {
 	// memory per connection after they park); later waits park after
 	// ParkAfter. Owned by the running goroutine.
 	waited bool
-	token    uint64     // the poller's key while parked on a socket
-	wakeFn   func()     // d.wake, made once
+	token  uint64 // the poller's key while parked on a socket
+	wakeFn func() // d.wake, made once
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
 	// the observer, so a close frame never lands inside another frame).
