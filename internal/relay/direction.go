@@ -55,7 +55,6 @@ type direction struct {
 	// memory per connection after they park); later waits park after
 	// ParkAfter. Owned by the running goroutine.
 	waited bool
-	token  uint64 // the poller's key while parked on a socket
 	wakeFn func() // d.wake, made once
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
