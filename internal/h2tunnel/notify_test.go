@@ -127,3 +127,27 @@ func openWS(t *testing.T, ts *testServer) (context.Context, *Stream) {
 	}
 	return ctx, st
 }
+
+// TestPanicAfterDetach checks that a handler panicking after Detach leaves
+// the accounting to release: the stream is reset, release later does not
+// count the handler twice, and the server still shuts down.
+func TestPanicAfterDetach(t *testing.T) {
+	release := make(chan func(), 1)
+	ts := startServer(t, ServerConfig{AllowConnect: true, Handler: func(ss *ServerStream) {
+		if err := ss.WriteResponse(200, nil, false); err != nil {
+			t.Error(err)
+		}
+		release <- ss.Detach()
+		panic("handler failed after detaching its stream")
+	}})
+	ctx, st := openWS(t, ts)
+	if _, err := st.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read on a stream whose handler panicked succeeded")
+	}
+	(<-release)() // would drive the handler count below zero (a panic) if counted twice
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	default:
+	}
+}

@@ -417,8 +417,10 @@ func (sc *serverConn) runHandler(ss *ServerStream) {
 		if r := recover(); r != nil {
 			sc.s.log.Error("h2tunnel: handler panic", "panic", r, "stack", string(debug.Stack()))
 			ss.s.close(http2.ErrCodeInternal)
-			sc.live.Add(-1)
-			sc.handlers.Done()
+			if !ss.detached { // else release still comes, and does the accounting
+				sc.live.Add(-1)
+				sc.handlers.Done()
+			}
 			return
 		}
 		if !ss.detached {

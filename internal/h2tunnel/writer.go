@@ -259,10 +259,25 @@ func (w *writer) run() {
 	w.ready = nil
 	w.side, w.sideSpare = nil, nil
 	w.mu.Unlock()
+	if err == errWriterClosed {
+		// A graceful end (the last GOAWAY is written): send FIN and let the
+		// reader take in what the peer still sends until it closes too, or
+		// for lingerTimeout, before the socket is closed. Closing with
+		// unread bytes would send a reset, which can destroy the GOAWAY
+		// before the peer reads it.
+		if cw, ok := w.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			_ = w.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+			return // the reader closes the socket when it ends
+		}
+	}
 	// Closing the socket wakes the reader, which tears the connection down
 	// and fails the streams.
 	w.nc.Close()
 }
+
+// lingerTimeout bounds how long a gracefully ended connection waits for
+// the peer to close its side.
+const lingerTimeout = time.Second
 
 func (w *writer) loop() error {
 	if w.preface {

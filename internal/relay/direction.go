@@ -55,6 +55,7 @@ type direction struct {
 	// memory per connection after they park); later waits park after
 	// ParkAfter. Owned by the running goroutine.
 	waited bool
+	token  uint64 // the poller's key while parked on a socket; 0 when none
 	wakeFn func() // d.wake, made once
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
@@ -69,6 +70,7 @@ type direction struct {
 // run copies until the direction ends or parks. A parked direction is
 // resumed by wake, which calls run again on a new goroutine.
 func (d *direction) run() {
+	d.forgetToken()
 	err := d.copy()
 	if err == errParked {
 		return

@@ -42,6 +42,9 @@ const (
 // maybeTrim runs once per sweep.
 func (s *sweeper) maybeTrim() {
 	n := s.parked.Load()
+	if n < s.parkedAtTrim {
+		s.parkedAtTrim = n // connections closed: a new wave counts from here
+	}
 	settled := n == s.lastParked
 	s.lastParked = n
 	if !settled || n < trimMin || n < s.parkedAtTrim+s.parkedAtTrim/4 || time.Since(s.trimmedAt) < trimEvery {

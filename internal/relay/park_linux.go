@@ -72,6 +72,7 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 	token := p.next
 	p.waiting[token] = d
 	p.mu.Unlock()
+	d.token = token // dropped by whoever resumes d (see forgetToken)
 	d.setParked()
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
@@ -91,10 +92,26 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 		err = cerr
 	}
 	if err != nil {
-		p.mu.Lock()
-		delete(p.waiting, token)
-		p.mu.Unlock()
-		return !d.unpark()
+		if d.unpark() {
+			d.forgetToken()
+			return false
+		}
+		return true // woken meanwhile: the new goroutine forgets the token
 	}
 	return true
+}
+
+// forgetToken drops d's entry in the poller, if any, once d runs again:
+// the poller deletes it when it fires, but a direction woken by its relay
+// closing (its socket then leaves the epoll set without an event) would
+// otherwise stay listed, and keep its relay alive, for ever.
+func (d *direction) forgetToken() {
+	if d.token == 0 {
+		return
+	}
+	p := getPoller()
+	p.mu.Lock()
+	delete(p.waiting, d.token)
+	p.mu.Unlock()
+	d.token = 0
 }

@@ -7,3 +7,5 @@ import "syscall"
 func pollerAvailable() bool { return false }
 
 func (d *direction) parkSocket(rc syscall.RawConn) bool { return false }
+
+func (d *direction) forgetToken() {}

@@ -236,7 +236,10 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	r.mu.Unlock()
 	go r.d2u.run()
 	go r.u2d.run()
-	return r.onGoingAway
+	// Asynchronous, as a context would be: writing the close frames may
+	// wait for a slow peer, and the caller (a drain, a configuration
+	// change) has every other connection to see to.
+	return func() { go r.onGoingAway() }
 }
 
 // relayState is one relay in progress: its two directions and the events
@@ -312,14 +315,20 @@ func (r *relayState) goAwayLocked(code int, reason string) bool {
 	if !r.observable() {
 		return false // not a WebSocket stream we can place frames in
 	}
-	// To the downstream peer (a client): unmasked; to the upstream peer (a
-	// server): masked, as a client's frames must be.
-	r.u2d.goAway(wsobserve.CloseFrame(code, reason, false))
-	r.d2u.goAway(wsobserve.CloseFrame(code, reason, true))
 	timeout := r.opts.GoingAwayTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	// A direction stuck writing to a peer that does not read holds its
+	// lock; bound that write so the close frames (and this relay's other
+	// events, which wait for r.mu) are not held up for ever.
+	deadline := time.Now().Add(timeout)
+	_ = r.up.SetWriteDeadline(deadline)
+	_ = r.down.SetWriteDeadline(deadline)
+	// To the downstream peer (a client): unmasked; to the upstream peer (a
+	// server): masked, as a client's frames must be.
+	r.u2d.goAway(wsobserve.CloseFrame(code, reason, false))
+	r.d2u.goAway(wsobserve.CloseFrame(code, reason, true))
 	r.awayStarted = true
 	r.startAwayTimerLocked(timeout)
 	return true
