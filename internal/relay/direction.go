@@ -189,8 +189,13 @@ func (d *direction) copy() error {
 	return d.bufferCopy()
 }
 
-// goAway asks for frame to be written to dst at the next frame boundary.
-func (d *direction) goAway(frame []byte) {
+// armGoAway asks for frame to be written to dst at the next frame boundary.
+//
+// It is two steps, armGoAway on both directions and then fireGoAway on
+// both, so that neither peer hears a close frame before the other
+// direction is armed: a peer answering at once must not have its answer
+// relayed to the other peer ahead of ours.
+func (d *direction) armGoAway(frame []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.finished || d.closeSent || d.obs == nil {
@@ -198,7 +203,14 @@ func (d *direction) goAway(frame []byte) {
 	}
 	_, _, d.sawClose = d.obs.Close()
 	d.wantClose = frame
-	if d.obs.ToBoundary() == 0 {
+}
+
+// fireGoAway writes the armed close frame now if the stream stands at a
+// frame boundary (else writeChunk does at the next one).
+func (d *direction) fireGoAway() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.wantClose != nil && !d.finished && d.obs.ToBoundary() == 0 {
 		d.injectLocked()
 	}
 }

@@ -327,8 +327,10 @@ func (r *relayState) goAwayLocked(code int, reason string) bool {
 	_ = r.down.SetWriteDeadline(deadline)
 	// To the downstream peer (a client): unmasked; to the upstream peer (a
 	// server): masked, as a client's frames must be.
-	r.u2d.goAway(wsobserve.CloseFrame(code, reason, false))
-	r.d2u.goAway(wsobserve.CloseFrame(code, reason, true))
+	r.u2d.armGoAway(wsobserve.CloseFrame(code, reason, false))
+	r.d2u.armGoAway(wsobserve.CloseFrame(code, reason, true))
+	r.d2u.fireGoAway()
+	r.u2d.fireGoAway()
 	r.awayStarted = true
 	r.startAwayTimerLocked(timeout)
 	return true
