@@ -52,10 +52,7 @@ type FileSource struct {
 	reloadMu sync.Mutex // serializes reloads
 	lastErr  atomic.Pointer[errorBox]
 
-	mu      sync.Mutex
-	subs    []chan *config.Snapshot
-	closed  bool
-	running bool
+	subscribers
 }
 
 type errorBox struct{ err error }
@@ -94,19 +91,6 @@ func (s *FileSource) LastError() error {
 	return nil
 }
 
-// Subscribe returns a channel receiving each new snapshot (latest wins).
-func (s *FileSource) Subscribe() <-chan *config.Snapshot {
-	ch := make(chan *config.Snapshot, 1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		close(ch)
-		return ch
-	}
-	s.subs = append(s.subs, ch)
-	return ch
-}
-
 // Reload loads the configuration now. If it is valid and differs from
 // the snapshot in force, it replaces it and subscribers are told; if it
 // is invalid, the error is logged and returned and nothing changes.
@@ -134,14 +118,6 @@ func (s *FileSource) Reload() error {
 	return nil
 }
 
-func (s *FileSource) publish(snap *config.Snapshot) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		publishLatest(s.subs, snap)
-	}
-}
-
 // Run watches the configured paths until ctx ends: the directories named
 // (any change in them), the parent directory of each file named (which
 // also sees editors that save by renaming a new file over the old one,
@@ -151,13 +127,9 @@ func (s *FileSource) publish(snap *config.Snapshot) {
 // Run returns nil when ctx ends, after closing the watcher and the
 // subscriber channels; it can be called once.
 func (s *FileSource) Run(ctx context.Context) error {
-	s.mu.Lock()
-	if s.running || s.closed {
-		s.mu.Unlock()
+	if !s.startRunning() {
 		return errors.New("discovery: FileSource.Run called twice")
 	}
-	s.running = true
-	s.mu.Unlock()
 	defer s.closeSubscribers()
 
 	w, err := fsnotify.NewWatcher()
@@ -194,16 +166,6 @@ func (s *FileSource) Run(ctx context.Context) error {
 			_ = s.Reload()
 		}
 	}
-}
-
-func (s *FileSource) closeSubscribers() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	for _, ch := range s.subs {
-		close(ch)
-	}
-	s.subs = nil
 }
 
 // watchSet decides which directories to watch and which events matter.
@@ -279,24 +241,4 @@ func (ws *watchSet) relevant(ev fsnotify.Event) bool {
 		return true
 	}
 	return ws.names[dir][filepath.Base(name)]
-}
-
-// publishLatest hands snap to every subscriber channel (each buffered with
-// room for one) without blocking: a snapshot still unread is replaced, so
-// a slow subscriber skips to the latest.
-func publishLatest(subs []chan *config.Snapshot, snap *config.Snapshot) {
-	for _, ch := range subs {
-		for {
-			select {
-			case ch <- snap:
-			default:
-				select {
-				case <-ch:
-				default:
-				}
-				continue
-			}
-			break
-		}
-	}
 }

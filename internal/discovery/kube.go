@@ -126,10 +126,7 @@ type KubeSource struct {
 	logged   map[string]string // document name -> rejection last logged
 	rejected map[string]string
 
-	mu      sync.Mutex
-	subs    []chan *config.Snapshot
-	closed  bool
-	running bool
+	subscribers
 }
 
 type kubeInformer struct {
@@ -357,46 +354,21 @@ func (s *KubeSource) kindsWatched() string {
 	return strings.Join(names, " ")
 }
 
-// Subscribe returns a channel receiving each new snapshot (latest wins).
-func (s *KubeSource) Subscribe() <-chan *config.Snapshot {
-	ch := make(chan *config.Snapshot, 1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		close(ch)
-		return ch
-	}
-	s.subs = append(s.subs, ch)
-	return ch
-}
-
 // Close stops the informers and closes the subscriber channels. Run does
 // it when its context ends; Close is for a source whose Run is never
 // called. It may be called more than once.
 func (s *KubeSource) Close() {
 	s.stopOnce.Do(func() { close(s.stop) })
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		s.closed = true
-		for _, ch := range s.subs {
-			close(ch)
-		}
-		s.subs = nil
-	}
+	s.closeSubscribers()
 }
 
 // Run rebuilds the snapshot after changes until ctx ends, then stops the
 // informers, closes the subscriber channels and returns nil. It can be
 // called once.
 func (s *KubeSource) Run(ctx context.Context) error {
-	s.mu.Lock()
-	if s.running || s.closed {
-		s.mu.Unlock()
+	if !s.startRunning() {
 		return errors.New("discovery: KubeSource.Run called twice or after Close")
 	}
-	s.running = true
-	s.mu.Unlock()
 	defer s.Close()
 
 	timer := time.NewTimer(time.Hour)
@@ -469,14 +441,6 @@ func (s *KubeSource) Reload() {
 	s.log.Info("config reloaded from kubernetes", "version", snap.Version, "previous", prev,
 		"objects", len(snap.Files()), "warnings", len(snap.Warnings))
 	s.publish(snap)
-}
-
-func (s *KubeSource) publish(snap *config.Snapshot) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		publishLatest(s.subs, snap)
-	}
 }
 
 func (s *KubeSource) poke() {
