@@ -91,13 +91,7 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 	if t == nil {
 		return
 	}
-	if t.Done != nil {
-		defer func() {
-			if !ho.taken { // else the WebSocket relay calls it when it ends
-				t.Done()
-			}
-		}()
-	}
+	defer ho.unlessTaken(t.Done)
 	u, err := p.dial(ctx, t)
 	if err != nil {
 		noteConnectFailure(rec, err)

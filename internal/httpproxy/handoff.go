@@ -28,6 +28,15 @@ func (h *handoff) run() {
 	}
 }
 
+// unlessTaken calls f (if not nil) unless a relay took the connection: for
+// per-exchange work (Target.Done) that a WebSocket relay does itself when
+// it ends.
+func (h *handoff) unlessTaken(f func()) {
+	if f != nil && !h.taken {
+		f()
+	}
+}
+
 // take hands the queued work to the caller, which must call the returned
 // function once, when it is done with the connection.
 func (h *handoff) take() func() {

@@ -109,13 +109,7 @@ func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, re
 		p.finish(rec, nil)
 		return keepAlive
 	}
-	if target.Done != nil {
-		defer func() {
-			if !ho.taken { // else the WebSocket relay calls it when it ends
-				target.Done()
-			}
-		}()
-	}
+	defer ho.unlessTaken(target.Done)
 	rec.RouteName = target.RouteName
 	rec.UpstreamCluster = target.Cluster
 

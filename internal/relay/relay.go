@@ -254,17 +254,16 @@ type relayState struct {
 	parkAfter time.Duration
 	d2u, u2d  direction
 
-	mu           sync.Mutex
-	res          Result
-	pending      int // directions still running or parked
-	closed       bool
-	saidGoodbye  bool
-	idleTimedOut bool
-	awayStarted  bool // a close handshake (going away, idle) is under way
-	idleTimer    *time.Timer
-	awayTimer    *time.Timer // bounds the close handshake or the farewell
-	stopCtx      func() bool
-	stopAway     func() bool
+	mu          sync.Mutex
+	res         Result
+	pending     int // directions still running or parked
+	closed      bool
+	saidGoodbye bool
+	awayStarted bool // a close handshake (going away, idle) is under way
+	idleTimer   *time.Timer
+	awayTimer   *time.Timer // bounds the close handshake or the farewell
+	stopCtx     func() bool
+	stopAway    func() bool
 }
 
 // closeBothLocked closes both connections once, and wakes parked
@@ -361,7 +360,7 @@ func (r *relayState) onGoingAway() {
 func (r *relayState) onIdle() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.pending == 0 || r.idleTimedOut {
+	if r.closed || r.pending == 0 || r.res.IdleTimedOut {
 		return
 	}
 	// The timer fires IdleTimeout after it was armed; re-arm it from the
@@ -371,7 +370,7 @@ func (r *relayState) onIdle() {
 		r.idleTimer.Reset(r.opts.IdleTimeout - since)
 		return
 	}
-	r.idleTimedOut = true
+	r.res.IdleTimedOut = true
 	if !r.awayStarted && !r.goAwayLocked(wsobserve.CloseGoingAway, "idle timeout") {
 		r.closeBothLocked()
 	}
@@ -467,7 +466,6 @@ func (r *relayState) finishLocked() {
 		r.stopAway()
 	}
 	sweep.remove(r)
-	r.res.IdleTimedOut = r.idleTimedOut
 	for _, d := range []*direction{&r.u2d, &r.d2u} {
 		if d.closeSent {
 			r.res.CloseSent++
