@@ -261,11 +261,19 @@ func (st *Stream) ID() uint32 { return st.s.id }
 // ReadResponse waits for the response HEADERS and stores them in
 // st.Response. Cancelling ctx resets the stream.
 func (st *Stream) ReadResponse(ctx context.Context) (*Response, error) {
-	select {
-	case <-st.s.head:
-	case <-ctx.Done():
-		st.s.close(http2.ErrCodeCancel)
-		return nil, ctx.Err()
+	st.s.mu.Lock()
+	if st.s.head == nil && !st.s.headDone {
+		st.s.head = make(chan struct{})
+	}
+	head, done := st.s.head, st.s.headDone
+	st.s.mu.Unlock()
+	if !done {
+		select {
+		case <-head:
+		case <-ctx.Done():
+			st.s.close(http2.ErrCodeCancel)
+			return nil, ctx.Err()
+		}
 	}
 	st.s.mu.Lock()
 	resp, err := st.s.resp, st.s.headErr

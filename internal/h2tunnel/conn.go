@@ -498,9 +498,7 @@ func (c *conn) failClosed(st *stream, err error) {
 	st.failSendLocked(err)
 	c.w.mu.Unlock()
 	st.failRecv(err)
-	if st.cancel != nil {
-		st.cancel()
-	}
+	st.endContext()
 	c.role.onStreamClosed(st)
 }
 
@@ -539,9 +537,7 @@ func (c *conn) finishLocked(st *stream) bool {
 }
 
 func (c *conn) streamDone(st *stream) {
-	if st.cancel != nil {
-		st.cancel()
-	}
+	st.endContext()
 	c.role.onStreamClosed(st)
 }
 

@@ -336,7 +336,6 @@ func (sc *serverConn) onHeaders(hb *hdrBlock) error {
 
 	st = newStream(sc.conn, id)
 	st.declLen = declLen
-	st.ctx, st.cancel = context.WithCancel(sc.ctx)
 	ss := &ServerStream{Request: req, s: st, sc: sc}
 	sc.mu.Lock()
 	sc.streams[id] = st
@@ -469,7 +468,7 @@ func (ss *ServerStream) ID() uint32 { return ss.s.id }
 
 // Context is cancelled when the stream ends (reset, connection lost, or
 // both directions finished).
-func (ss *ServerStream) Context() context.Context { return ss.s.ctx }
+func (ss *ServerStream) Context() context.Context { return ss.s.context(ss.sc.ctx) }
 
 // Protocol returns "HTTP/2".
 func (ss *ServerStream) Protocol() string { return "HTTP/2" }

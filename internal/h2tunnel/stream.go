@@ -11,7 +11,9 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// stream is the state shared by client Streams and ServerStreams.
+// stream is the state shared by client Streams and ServerStreams. Its
+// channels and context are made when first needed: a sidecar holds many
+// idle streams, whose reads wait in no goroutine (see NotifyReadable).
 type stream struct {
 	c  *conn
 	id uint32
@@ -28,10 +30,10 @@ type stream struct {
 	gotLen      int64
 	gotHead     bool          // read loop only: the peer's head arrived
 	headDone    bool          // head (or headErr) is final
-	head        chan struct{} // closed when headDone
+	head        chan struct{} // closed when headDone; made by the first waiter
 	resp        *Response     // client: response head
 	headErr     error
-	rnotify     chan struct{}
+	rnotify     chan struct{}          // made by the first Read that waits
 	onReadable  atomic.Pointer[func()] // called once by the next notifyRead
 	rdl         deadline
 
@@ -49,15 +51,17 @@ type stream struct {
 	respWritten  bool // server: response HEADERS queued
 	rstAfterEnd  bool // send RST_STREAM(NO_ERROR) once END_STREAM is written
 	werr         error
-	wdone        chan struct{}
+	wdone        chan struct{} // made by the first Write that waits for the writer
 	wdl          deadline
 
 	// Lifecycle, guarded by c.mu.
 	lEnd, rEnd, reset, closed bool
 
-	// Server side.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// Server side, guarded by mu: the stream's context, made when first
+	// asked for (see ServerStream.Context).
+	ctx      context.Context
+	cancel   context.CancelFunc
+	ctxEnded bool // the stream ended; a context made now is cancelled
 }
 
 func newStream(c *conn, id uint32) *stream {
@@ -66,16 +70,51 @@ func newStream(c *conn, id uint32) *stream {
 		id:        id,
 		recvAvail: c.ourStreamWin,
 		declLen:   -1,
-		head:      make(chan struct{}),
-		rnotify:   make(chan struct{}, 1),
-		wdone:     make(chan struct{}, 1),
 	}
 }
 
+// context returns the stream's context, made from parent on first use.
+func (st *stream) context(parent context.Context) context.Context {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.ctx == nil {
+		st.ctx, st.cancel = context.WithCancel(parent)
+		if st.ctxEnded {
+			st.cancel()
+		}
+	}
+	return st.ctx
+}
+
+// endContext cancels the stream's context, now or when it is made.
+func (st *stream) endContext() {
+	st.mu.Lock()
+	st.ctxEnded = true
+	cancel := st.cancel
+	st.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// readWaitLocked returns the channel a reader waits on for notifyRead.
+// Called with st.mu held.
+func (st *stream) readWaitLocked() chan struct{} {
+	if st.rnotify == nil {
+		st.rnotify = make(chan struct{}, 1)
+	}
+	return st.rnotify
+}
+
 func (st *stream) notifyRead() {
-	select {
-	case st.rnotify <- struct{}{}:
-	default:
+	st.mu.Lock()
+	ch := st.rnotify
+	st.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 	if f := st.onReadable.Swap(nil); f != nil {
 		(*f)()
@@ -98,6 +137,9 @@ func (st *stream) notifyReadable(f func()) bool {
 
 // signalWrite wakes a Write waiting on st. Called with c.w.mu held.
 func (st *stream) signalWrite() {
+	if st.wdone == nil {
+		return // no Write has waited yet
+	}
 	select {
 	case st.wdone <- struct{}{}:
 	default:
@@ -112,7 +154,9 @@ func (st *stream) setHead(resp *Response, err error) {
 		return
 	}
 	st.resp, st.headErr, st.headDone = resp, err, true
-	close(st.head)
+	if st.head != nil {
+		close(st.head)
+	}
 	st.mu.Unlock()
 }
 
@@ -170,9 +214,10 @@ func (st *stream) read(p []byte) (int, error) {
 			st.mu.Unlock()
 			return 0, err
 		}
+		ch := st.readWaitLocked()
 		st.mu.Unlock()
 		select {
-		case <-st.rnotify:
+		case <-ch:
 		case <-st.rdl.waitLater():
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
@@ -197,9 +242,10 @@ func (st *stream) waitReadable() error {
 			st.mu.Unlock()
 			return nil
 		}
+		ch := st.readWaitLocked()
 		st.mu.Unlock()
 		select {
-		case <-st.rnotify:
+		case <-ch:
 		case <-st.rdl.waitLater():
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
@@ -229,6 +275,9 @@ func (st *stream) write(p []byte) (int, error) {
 			return 0, err
 		}
 		return len(p), nil
+	}
+	if st.wdone == nil {
+		st.wdone = make(chan struct{}, 1)
 	}
 	select {
 	case <-st.wdone: // drop a stale wakeup

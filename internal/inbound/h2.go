@@ -29,9 +29,11 @@ func (in *Inbound) newH2Server(proxy *httpproxy.Proxy, _ *router) *h2Servers {
 			DrainTimeout:         in.cfg.DrainTimeout,
 			MaxConcurrentStreams: in.cfg.MaxConcurrentStreams,
 			Handler: func(st *h2tunnel.ServerStream) {
-				// The stream's own context ends as soon as both directions are
-				// done, which is how a relay ends normally: not a cancellation.
-				proxy.ServeH2Stream(context.WithoutCancel(st.Context()), st)
+				// Not the stream's own context: it ends as soon as both
+				// directions are done, which is how a relay ends normally,
+				// not a cancellation. The stream's end reaches the relay
+				// through its reads and writes.
+				proxy.ServeH2Stream(context.Background(), st)
 			},
 		})
 		return srv

@@ -28,35 +28,34 @@ const (
 // the package.
 var errParked = errors.New("relay: parked")
 
-// direction is one of the two copy loops.
+// direction is one of the two copy loops. Its fields are ordered so that
+// the small ones pack together: a sidecar keeps two per WebSocket.
 type direction struct {
 	r          *relayState
 	src, dst   net.Conn
-	srcSide    Side
 	pre        []byte
 	obs        *wsobserve.Observer
-	count      *atomic.Int64
-	bufSize    int
-	splice     bool
-	started    bool // pre was written; owned by the running goroutine
 	n          int64
 	err        error // *SideError, or nil on clean EOF
-	noHalfOpen bool  // dst cannot CloseWrite, so EOF must end the whole relay
+	srcSide    Side
+	splice     bool
+	started    bool // pre was written; owned by the running goroutine
+	noHalfOpen bool // dst cannot CloseWrite, so EOF must end the whole relay
 
 	// Parking (see Options.ParkAfter).
-	parkable bool
-	state    atomic.Int32
-	pmu      sync.Mutex // orders an eviction with the reader's answer to it
-	evict    bool       // the sweeper set a past read deadline to stop the wait
-	parks    int        // times parked; owned by the running goroutine
+	state  atomic.Int32
+	pmu    sync.Mutex // orders an eviction with the reader's answer to it
+	token  uint64     // the poller's key while parked on a socket; 0 when none
+	wakeFn func()     // d.wake, made once
+	parks  int32      // times parked; owned by the running goroutine
 	// waited: the direction has waited for bytes once. Its first wait
 	// parks at once (a new WebSocket is often quiet, and a burst of them
 	// would otherwise leave the runtime holding a goroutine's worth of
 	// memory per connection after they park); later waits park after
 	// ParkAfter. Owned by the running goroutine.
-	waited bool
-	token  uint64 // the poller's key while parked on a socket; 0 when none
-	wakeFn func() // d.wake, made once
+	waited   bool
+	parkable bool
+	evict    bool // the sweeper set a past read deadline to stop the wait
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
 	// the observer, so a close frame never lands inside another frame).
@@ -163,7 +162,11 @@ func (d *direction) other() Side {
 
 func (d *direction) wrote(n int) {
 	d.n += int64(n)
-	d.count.Add(int64(n))
+	if d.srcSide == SideDownstream {
+		d.r.ctr.DownToUp.Add(int64(n))
+	} else {
+		d.r.ctr.UpToDown.Add(int64(n))
+	}
 	d.r.ctr.LastActivity.Store(time.Now().UnixNano())
 }
 
@@ -297,21 +300,21 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
-	if sc, ok := d.src.(syscall.Conn); ok && d.bufSize == DefaultBufferSize {
+	if sc, ok := d.src.(syscall.Conn); ok && d.r.bufSize == DefaultBufferSize {
 		if rc, err := sc.SyscallConn(); err == nil {
 			return d.rawCopy(rc)
 		}
 	}
-	if w, ok := d.src.(readWaiter); ok && d.bufSize == DefaultBufferSize {
+	if w, ok := d.src.(readWaiter); ok && d.r.bufSize == DefaultBufferSize {
 		return d.waitCopy(w)
 	}
 	var buf []byte
-	if d.bufSize == DefaultBufferSize {
+	if d.r.bufSize == DefaultBufferSize {
 		bp := bufPool.Get().(*[]byte)
 		defer bufPool.Put(bp)
 		buf = *bp
 	} else {
-		buf = make([]byte, d.bufSize)
+		buf = make([]byte, d.r.bufSize)
 	}
 	for {
 		n, rerr := d.src.Read(buf)

@@ -184,32 +184,42 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // would rather call a function than keep a context per relay; calling it
 // more than once, or after the relay ended, does nothing.
 func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) (goAway func()) {
-	r := &relayState{ctx: ctx, down: down, up: up, opts: opts, done: done, pending: 2}
+	var r *relayState
+	observe := opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil
+	if observe {
+		// One allocation for the state and both observers: an idle
+		// WebSocket costs what its relay holds.
+		or := &observedRelay{}
+		r = &or.relayState
+		r.res.Down, r.res.Up = opts.DownObserver, opts.UpObserver
+		if r.res.Down == nil {
+			or.obs[0].PerMessageDeflate = opts.PerMessageDeflate
+			r.res.Down = &or.obs[0]
+		}
+		if r.res.Up == nil {
+			or.obs[1].PerMessageDeflate = opts.PerMessageDeflate
+			r.res.Up = &or.obs[1]
+		}
+	} else {
+		r = &relayState{}
+	}
+	r.ctx, r.done, r.pending = ctx, done, 2
+	r.idleTimeout = opts.IdleTimeout
+	r.away = awayOptions{code: opts.GoingAwayCode, reason: opts.GoingAwayReason, reasonFn: opts.GoingAwayReasonFn, timeout: opts.GoingAwayTimeout}
 	r.ctr = opts.Counters
 	if r.ctr == nil {
 		r.ctr = new(Counters)
 	}
 	r.ctr.LastActivity.Store(time.Now().UnixNano())
-	bufSize := opts.BufferSize
-	if bufSize <= 0 {
-		bufSize = DefaultBufferSize
+	r.bufSize = opts.BufferSize
+	if r.bufSize <= 0 {
+		r.bufSize = DefaultBufferSize
 	}
 	res := &r.res
-	if opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil {
-		res.Down, res.Up = opts.DownObserver, opts.UpObserver
-		if res.Down == nil {
-			res.Down = &wsobserve.Observer{PerMessageDeflate: opts.PerMessageDeflate}
-		}
-		if res.Up == nil {
-			res.Up = &wsobserve.Observer{PerMessageDeflate: opts.PerMessageDeflate}
-		}
-	}
-	splice := res.Down == nil && !opts.DisableSplice && bufSize == DefaultBufferSize && canSplice(down, up)
+	splice := res.Down == nil && !opts.DisableSplice && r.bufSize == DefaultBufferSize && canSplice(down, up)
 	res.Spliced = splice
-	r.d2u = direction{r: r, src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down,
-		count: &r.ctr.DownToUp, bufSize: bufSize, splice: splice}
-	r.u2d = direction{r: r, src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up,
-		count: &r.ctr.UpToDown, bufSize: bufSize, splice: splice}
+	r.d2u = direction{r: r, src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down, splice: splice}
+	r.u2d = direction{r: r, src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up, splice: splice}
 	r.parkAfter = opts.ParkAfter
 	if r.parkAfter == 0 {
 		r.parkAfter = DefaultParkAfter
@@ -217,7 +227,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	parks := false
 	if r.parkAfter > 0 && !splice {
 		for _, d := range []*direction{&r.d2u, &r.u2d} {
-			d.parkable = canPark(d.src, bufSize)
+			d.parkable = canPark(d.src, r.bufSize)
 			parks = parks || d.parkable
 		}
 	}
@@ -226,7 +236,9 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	if opts.IdleTimeout > 0 {
 		r.idleTimer = time.AfterFunc(opts.IdleTimeout, r.onIdle)
 	}
-	r.stopCtx = context.AfterFunc(ctx, r.onCtxDone)
+	if ctx.Done() != nil { // a context that can end (not Background)
+		r.stopCtx = context.AfterFunc(ctx, r.onCtxDone)
+	}
 	if opts.GoingAway != nil {
 		r.stopAway = context.AfterFunc(opts.GoingAway, r.onGoingAway)
 	}
@@ -246,13 +258,14 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 // (a direction ending, ctx, the idle timer, going away) that decide how it
 // ends. The events arrive on whichever goroutine caused them.
 type relayState struct {
-	ctx       context.Context
-	down, up  net.Conn
-	opts      Options
-	ctr       *Counters
-	done      func(Result)
-	parkAfter time.Duration
-	d2u, u2d  direction
+	ctx         context.Context
+	ctr         *Counters
+	done        func(Result)
+	idleTimeout time.Duration
+	parkAfter   time.Duration
+	bufSize     int
+	away        awayOptions
+	d2u, u2d    direction // d2u.src is downstream, u2d.src upstream
 
 	mu          sync.Mutex
 	res         Result
@@ -266,6 +279,24 @@ type relayState struct {
 	stopAway    func() bool
 }
 
+// observedRelay is a relayState with room for its two observers.
+type observedRelay struct {
+	relayState
+	obs [2]wsobserve.Observer
+}
+
+// awayOptions are the going-away settings of Options.
+type awayOptions struct {
+	code     int
+	reason   string
+	reasonFn func() string
+	timeout  time.Duration
+}
+
+// down and up are the relay's two connections.
+func (r *relayState) down() net.Conn { return r.d2u.src }
+func (r *relayState) up() net.Conn   { return r.u2d.src }
+
 // closeBothLocked closes both connections once, and wakes parked
 // directions so they see the close and end.
 func (r *relayState) closeBothLocked() {
@@ -273,8 +304,8 @@ func (r *relayState) closeBothLocked() {
 		return
 	}
 	r.closed = true
-	r.down.Close()
-	r.up.Close()
+	r.down().Close()
+	r.up().Close()
 	r.d2u.wake()
 	r.u2d.wake()
 }
@@ -282,10 +313,10 @@ func (r *relayState) closeBothLocked() {
 // closeSideLocked closes one connection, waking its parked reader.
 func (r *relayState) closeSideLocked(s Side) {
 	if s == SideDownstream {
-		r.down.Close()
+		r.down().Close()
 		r.d2u.wake()
 	} else {
-		r.up.Close()
+		r.up().Close()
 		r.u2d.wake()
 	}
 }
@@ -314,7 +345,7 @@ func (r *relayState) goAwayLocked(code int, reason string) bool {
 	if !r.observable() {
 		return false // not a WebSocket stream we can place frames in
 	}
-	timeout := r.opts.GoingAwayTimeout
+	timeout := r.away.timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
@@ -322,8 +353,8 @@ func (r *relayState) goAwayLocked(code int, reason string) bool {
 	// lock; bound that write so the close frames (and this relay's other
 	// events, which wait for r.mu) are not held up for ever.
 	deadline := time.Now().Add(timeout)
-	_ = r.up.SetWriteDeadline(deadline)
-	_ = r.down.SetWriteDeadline(deadline)
+	_ = r.up().SetWriteDeadline(deadline)
+	_ = r.down().SetWriteDeadline(deadline)
 	// To the downstream peer (a client): unmasked; to the upstream peer (a
 	// server): masked, as a client's frames must be.
 	r.u2d.armGoAway(wsobserve.CloseFrame(code, reason, false))
@@ -342,13 +373,13 @@ func (r *relayState) onGoingAway() {
 		return
 	}
 	r.res.WentAway = true
-	code := r.opts.GoingAwayCode
+	code := r.away.code
 	if code == 0 {
 		code = wsobserve.CloseGoingAway
 	}
-	reason := r.opts.GoingAwayReason
-	if r.opts.GoingAwayReasonFn != nil {
-		reason = r.opts.GoingAwayReasonFn()
+	reason := r.away.reason
+	if r.away.reasonFn != nil {
+		reason = r.away.reasonFn()
 	}
 	if !r.goAwayLocked(code, reason) {
 		r.closeBothLocked()
@@ -366,8 +397,8 @@ func (r *relayState) onIdle() {
 	// The timer fires IdleTimeout after it was armed; re-arm it from the
 	// last activity unless that too is IdleTimeout ago.
 	since := time.Since(time.Unix(0, r.ctr.LastActivity.Load()))
-	if since < r.opts.IdleTimeout {
-		r.idleTimer.Reset(r.opts.IdleTimeout - since)
+	if since < r.idleTimeout {
+		r.idleTimer.Reset(r.idleTimeout - since)
 		return
 	}
 	r.res.IdleTimedOut = true
@@ -435,9 +466,9 @@ func (r *relayState) directionDone(d *direction) {
 		if isSide && errors.Is(se.Err, syscall.ECONNRESET) && !r.saidGoodbye {
 			// Pass the reset on to the other peer.
 			if se.Side == SideDownstream {
-				abort(r.up)
+				abort(r.up())
 			} else {
-				abort(r.down)
+				abort(r.down())
 			}
 		}
 		r.closeBothLocked()
@@ -461,7 +492,9 @@ func (r *relayState) finishLocked() {
 	if r.awayTimer != nil {
 		r.awayTimer.Stop()
 	}
-	r.stopCtx()
+	if r.stopCtx != nil {
+		r.stopCtx()
+	}
 	if r.stopAway != nil {
 		r.stopAway()
 	}
@@ -470,11 +503,11 @@ func (r *relayState) finishLocked() {
 		if d.closeSent {
 			r.res.CloseSent++
 		}
-		r.res.Parked += d.parks
+		r.res.Parked += int(d.parks)
 	}
 	r.closed = true
-	r.down.Close()
-	r.up.Close()
+	r.down().Close()
+	r.up().Close()
 	r.res.BytesDownToUp, r.res.BytesUpToDown = r.d2u.n, r.u2d.n
 }
 

@@ -99,7 +99,10 @@ type Observer struct {
 	mask       [4]byte  // that frame's masking key
 	remain     uint64   // payload bytes of that frame still to come
 	closeN     uint8    // bytes in closeBuf
-	closeBuf   [maxControlLength]byte
+	// closeBuf holds the first close frame's payload. It is allocated
+	// when that frame starts: most of an Observer's life has no close
+	// frame, and idle WebSockets are many.
+	closeBuf *[maxControlLength]byte
 
 	bytes, frames, messages, pings, pongs int64
 	violation                             Violation
@@ -114,7 +117,8 @@ type Observer struct {
 }
 
 // Feed observes p, the next bytes of the stream, which may split frames and
-// headers anywhere. It never modifies or retains p and never allocates. After
+// headers anywhere. It never modifies or retains p, and allocates only once,
+// 125 bytes for the payload of the first close frame. After
 // a protocol violation it stops parsing and only counts bytes and activity.
 func (o *Observer) Feed(p []byte) {
 	if len(p) == 0 {
@@ -254,6 +258,9 @@ func (o *Observer) startFrame(h []byte) {
 	case OpClose:
 		if o.collecting = !o.pub.closed.Load(); o.collecting {
 			o.closeN = 0
+			if o.closeBuf == nil && length > 0 {
+				o.closeBuf = new([maxControlLength]byte)
+			}
 		}
 	}
 	o.remain = length

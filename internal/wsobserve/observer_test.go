@@ -235,18 +235,28 @@ func TestCloseFrame(t *testing.T) {
 	}
 }
 
-func TestFeedNoAlloc(t *testing.T) {
+// TestFeedAllocs checks that Feed allocates nothing for data and control
+// frames and once, for the close payload, per Observer.
+func TestFeedAllocs(t *testing.T) {
 	stream := conversation(true)
-	var o Observer
-	if n := testing.AllocsPerRun(50, func() {
-		o = Observer{}
-		for p := stream; len(p) > 0; {
-			k := min(777, len(p))
-			o.Feed(p[:k])
-			p = p[k:]
+	closes := len(frame(true, 0, OpClose, closePayload(1000, "bye ✓"), true)) + len(frame(true, 0, OpClose, closePayload(1001, "second"), true))
+	noClose := stream[:len(stream)-closes]
+	for _, c := range []struct {
+		name   string
+		stream []byte
+		want   float64
+	}{{"data and control", noClose, 0}, {"with close frames", stream, 1}} {
+		var o Observer
+		if n := testing.AllocsPerRun(50, func() {
+			o = Observer{}
+			for p := c.stream; len(p) > 0; {
+				k := min(777, len(p))
+				o.Feed(p[:k])
+				p = p[k:]
+			}
+		}); n != c.want {
+			t.Fatalf("%s: Feed allocates %v times per stream, want %v", c.name, n, c.want)
 		}
-	}); n != 0 {
-		t.Fatalf("Feed allocates %v times per stream", n)
 	}
 }
 
