@@ -155,7 +155,8 @@ func (st *stream) setHead(resp *Response, err error) {
 	}
 	st.resp, st.headErr, st.headDone = resp, err, true
 	if st.head != nil {
-		close(st.head)
+		close(st.head) // its waiter holds it; the stream need not
+		st.head = nil
 	}
 	st.mu.Unlock()
 }

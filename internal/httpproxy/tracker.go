@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsmesh/wsmesh/internal/accesslog"
 	"github.com/wsmesh/wsmesh/internal/relay"
 )
 
@@ -19,19 +20,14 @@ type Tracker struct {
 	allAway string
 }
 
-// Tracked is one open request or WebSocket.
+// Tracked is one open WebSocket. Its description comes from the access-log
+// record, whose fields read here are set before the relay starts and not
+// changed while it runs.
 type Tracked struct {
-	ID         uint64
-	Reporter   string // "source" (outbound side) or "destination" (inbound side), as Istio's reporter label
-	Kind       string // "http" or "websocket"
-	Protocol   string
-	Start      time.Time
-	Downstream string
-	Upstream   string
-	Cluster    string
-	Authority  string
-	Path       string
-	// Counters are the live byte counts of a relayed connection.
+	ID       uint64
+	Reporter string // "source" (outbound side) or "destination" (inbound side), as Istio's reporter label
+	rec      *accesslog.Record
+	// Counters are the live byte counts of the relay.
 	Counters relay.Counters
 
 	mu      sync.Mutex
@@ -39,6 +35,12 @@ type Tracked struct {
 	reason  string
 	leaving bool // GoAway was called
 }
+
+// Cluster is the upstream cluster (the access log's upstream_cluster).
+func (t *Tracked) Cluster() string { return t.rec.UpstreamCluster }
+
+// Upstream is the upstream endpoint (the access log's upstream_host).
+func (t *Tracked) Upstream() string { return t.rec.UpstreamHost }
 
 // GoAway asks the connection's relay to close both peers with close 1001
 // (Going Away) and reason at the next frame boundaries.
@@ -121,10 +123,11 @@ func (tr *Tracker) Snapshot() []ConnectionView {
 	tr.mu.Lock()
 	out := make([]ConnectionView, 0, len(tr.open))
 	for _, t := range tr.open {
+		r := t.rec
 		out = append(out, ConnectionView{
-			ID: t.ID, Side: t.Reporter, Kind: t.Kind, Protocol: t.Protocol,
-			StartTime: t.Start.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(t.Start).Seconds(),
-			Downstream: t.Downstream, Upstream: t.Upstream, Cluster: t.Cluster, Authority: t.Authority, Path: t.Path,
+			ID: t.ID, Side: t.Reporter, Kind: "websocket", Protocol: r.Protocol,
+			StartTime: r.StartTime.UTC().Format(time.RFC3339Nano), AgeSeconds: now.Sub(r.StartTime).Seconds(),
+			Downstream: r.DownstreamRemoteAddress, Upstream: r.UpstreamHost, Cluster: r.UpstreamCluster, Authority: r.Authority, Path: r.Path,
 			BytesReceived: t.Counters.DownToUp.Load(), BytesSent: t.Counters.UpToDown.Load(),
 		})
 	}

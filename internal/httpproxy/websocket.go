@@ -156,11 +156,7 @@ func takeBuffered(br *bufio.Reader) []byte {
 // the relay ends it completes and logs the record, calls t.Done and does
 // the serving goroutine's remaining work, taken from ho.
 func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byte, up net.Conn, upPre []byte, rec *accesslog.Record, t *Target, ho *handoff) {
-	tr := &Tracked{
-		Reporter: p.cfg.Reporter, Kind: "websocket", Protocol: rec.Protocol, Start: rec.StartTime,
-		Downstream: rec.DownstreamRemoteAddress, Upstream: rec.UpstreamHost, Cluster: rec.UpstreamCluster,
-		Authority: rec.Authority, Path: rec.Path,
-	}
+	tr := &Tracked{Reporter: p.cfg.Reporter, rec: rec}
 	if p.cfg.OnWebSocketOpen != nil {
 		p.cfg.OnWebSocketOpen()
 	}

@@ -123,28 +123,29 @@ type Prefetched struct {
 type Result struct {
 	BytesDownToUp int64 // the access log's bytes_received
 	BytesUpToDown int64 // the access log's bytes_sent
-	FirstEOF      Side  // the side whose stream ended cleanly first, if any
 	// Down and Up observed what the downstream and the upstream peer sent;
 	// nil unless observing.
 	Down, Up *wsobserve.Observer
 	// Err is the first real error (never io.EOF): a *SideError naming the side
 	// and operation, or the context's cause when ctx ended the relay.
-	Err          error
-	IdleTimedOut bool
-	// Spliced reports that both directions used splice(2).
-	Spliced bool
-	// WentAway reports that GoingAway ended the relay; CloseSent counts the
-	// close frames written to the peers.
-	WentAway  bool
+	Err error
+	// CloseSent counts the close frames written to the peers when going
+	// away (see WentAway).
 	CloseSent int
+	// Parked counts how many times a direction was parked (see
+	// Options.ParkAfter).
+	Parked   int
+	FirstEOF Side // the side whose stream ended cleanly first, if any
 	// Lost is the side whose connection failed when the other peer was
 	// told so with a close frame (1014 "upstream connection lost" to the
 	// downstream peer, 1001 "downstream connection lost" to the upstream
 	// peer); SideNone otherwise.
-	Lost Side
-	// Parked counts how many times a direction was parked (see
-	// Options.ParkAfter).
-	Parked int
+	Lost         Side
+	IdleTimedOut bool
+	// Spliced reports that both directions used splice(2).
+	Spliced bool
+	// WentAway reports that GoingAway ended the relay.
+	WentAway bool
 }
 
 // SideError is a read or write failure on one end of the relay.
@@ -205,7 +206,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	}
 	r.ctx, r.done, r.pending = ctx, done, 2
 	r.idleTimeout = opts.IdleTimeout
-	r.away = awayOptions{code: opts.GoingAwayCode, reason: opts.GoingAwayReason, reasonFn: opts.GoingAwayReasonFn, timeout: opts.GoingAwayTimeout}
+	r.away = awayOptions{code: int32(opts.GoingAwayCode), reason: opts.GoingAwayReason, reasonFn: opts.GoingAwayReasonFn, timeout: opts.GoingAwayTimeout}
 	r.ctr = opts.Counters
 	if r.ctr == nil {
 		r.ctr = new(Counters)
@@ -237,7 +238,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 		r.idleTimer = time.AfterFunc(opts.IdleTimeout, r.onIdle)
 	}
 	if ctx.Done() != nil { // a context that can end (not Background)
-		r.stopCtx = context.AfterFunc(ctx, r.onCtxDone)
+		watch.add(r)
 	}
 	if opts.GoingAway != nil {
 		r.stopAway = context.AfterFunc(opts.GoingAway, r.onGoingAway)
@@ -269,13 +270,14 @@ type relayState struct {
 
 	mu          sync.Mutex
 	res         Result
-	pending     int // directions still running or parked
+	pending     int32 // directions still running or parked
 	closed      bool
 	saidGoodbye bool
 	awayStarted bool // a close handshake (going away, idle) is under way
+	ctxGrouped  bool // ctx is watched by watch, not by stopCtx
 	idleTimer   *time.Timer
 	awayTimer   *time.Timer // bounds the close handshake or the farewell
-	stopCtx     func() bool
+	stopCtx     func() bool // stops the context callback of a relay not in watch
 	stopAway    func() bool
 }
 
@@ -287,10 +289,10 @@ type observedRelay struct {
 
 // awayOptions are the going-away settings of Options.
 type awayOptions struct {
-	code     int
 	reason   string
 	reasonFn func() string
 	timeout  time.Duration
+	code     int32
 }
 
 // down and up are the relay's two connections.
@@ -373,7 +375,7 @@ func (r *relayState) onGoingAway() {
 		return
 	}
 	r.res.WentAway = true
-	code := r.away.code
+	code := int(r.away.code)
 	if code == 0 {
 		code = wsobserve.CloseGoingAway
 	}
@@ -492,7 +494,9 @@ func (r *relayState) finishLocked() {
 	if r.awayTimer != nil {
 		r.awayTimer.Stop()
 	}
-	if r.stopCtx != nil {
+	if r.ctxGrouped {
+		watch.remove(r)
+	} else if r.stopCtx != nil {
 		r.stopCtx()
 	}
 	if r.stopAway != nil {

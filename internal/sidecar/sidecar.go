@@ -424,16 +424,16 @@ func (s *Sidecar) closeOrphans(snap *config.Snapshot) {
 		endpoints[cl.Name] = eps
 	}
 	s.tracker.Each(func(t *httpproxy.Tracked) {
-		if t.Reporter != metrics.ReporterSource || t.Cluster == "" {
+		if t.Reporter != metrics.ReporterSource || t.Cluster() == "" {
 			return
 		}
-		eps, ok := endpoints[t.Cluster]
+		eps, ok := endpoints[t.Cluster()]
 		switch {
 		case !ok:
-			s.log.Info("closing WebSocket: its service is gone from the configuration", "cluster", t.Cluster, "id", t.ID)
+			s.log.Info("closing WebSocket: its service is gone from the configuration", "cluster", t.Cluster(), "id", t.ID)
 			t.GoAway("route removed by configuration change")
-		case !eps[t.Upstream]:
-			s.log.Info("closing WebSocket: its endpoint is gone from the configuration", "cluster", t.Cluster, "endpoint", t.Upstream, "id", t.ID)
+		case !eps[t.Upstream()]:
+			s.log.Info("closing WebSocket: its endpoint is gone from the configuration", "cluster", t.Cluster(), "endpoint", t.Upstream(), "id", t.ID)
 			t.GoAway("endpoint removed by configuration change")
 		}
 	})
