@@ -60,10 +60,10 @@ type direction struct {
 	// Going-away state, guarded by mu (held while writing to dst and feeding
 	// the observer, so a close frame never lands inside another frame).
 	mu        sync.Mutex
-	wantClose []byte // close frame to write at the next boundary
-	closeSent bool   // written; frames from src are observed and dropped
-	finished  bool   // copy has returned
-	sawClose  bool   // src had sent a close frame before the close was written
+	wantClose *[]byte // close frame to write at the next boundary
+	closeSent bool    // written; frames from src are observed and dropped
+	finished  bool    // copy has returned
+	sawClose  bool    // src had sent a close frame before the close was written
 }
 
 // run copies until the direction ends or parks. A parked direction is
@@ -205,7 +205,7 @@ func (d *direction) armGoAway(frame []byte) {
 		return
 	}
 	_, _, d.sawClose = d.obs.Close()
-	d.wantClose = frame
+	d.wantClose = &frame
 }
 
 // fireGoAway writes the armed close frame now if the stream stands at a
@@ -242,7 +242,7 @@ func (d *direction) sayGoodbye(frame []byte) bool {
 
 // injectLocked writes the pending close frame.
 func (d *direction) injectLocked() {
-	frame := d.wantClose
+	frame := *d.wantClose
 	d.wantClose = nil
 	d.closeSent = true
 	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))

@@ -78,11 +78,13 @@ func (v Violation) String() string {
 // Observer parses the frame headers of one direction of a WebSocket
 // connection. The zero value is ready to use for a stream without extensions.
 //
-// Feed must be called from one goroutine at a time. Frames, Messages, Pings,
-// Pongs, LastActivity, Close and Violation may be called from any goroutine
-// while Feed runs: they see the state as of the end of a completed Feed call.
-// Stats, FrameBoundary and Buffered read the parser's own state and must be
-// called from the feeding goroutine or after feeding has stopped.
+// Feed must be called from one goroutine at a time. Bytes, LastActivity,
+// Close and Violation may be called from any goroutine while Feed runs: they
+// see the state as of the end of a completed Feed call. Frames, Messages,
+// Pings, Pongs, Stats, FrameBoundary and ToBoundary read the parser's own
+// state and must be called from the feeding goroutine or after feeding has
+// stopped. (A sidecar holds two Observers per open WebSocket; the counters
+// it reads only when the connection has ended are not published twice.)
 type Observer struct {
 	// PerMessageDeflate allows RSV1 on the first frame of a data message, as
 	// the permessage-deflate extension (RFC 7692) does. Set it before the
@@ -104,15 +106,15 @@ type Observer struct {
 	// frame, and idle WebSockets are many.
 	closeBuf *[maxControlLength]byte
 
-	bytes, frames, messages, pings, pongs int64
-	violation                             Violation
-	closeCode                             uint16 // the reason is closeBuf[2:closeN], kept once published
+	frames, messages, pings, pongs int64
+	violation                      Violation
+	closeCode                      uint16 // the reason is closeBuf[2:closeN], kept once published
 
 	// Published at the end of each Feed for readers on other goroutines.
 	pub struct {
-		bytes, frames, messages, pings, pongs, last atomic.Int64
-		violation                                   atomic.Uint32
-		closed                                      atomic.Bool
+		bytes, last atomic.Int64
+		violation   atomic.Uint32
+		closed      atomic.Bool
 	}
 }
 
@@ -124,17 +126,12 @@ func (o *Observer) Feed(p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	o.bytes += int64(len(p))
-	o.pub.bytes.Store(o.bytes)
+	o.pub.bytes.Store(o.pub.bytes.Load() + int64(len(p))) // one writer
 	o.pub.last.Store(time.Now().UnixNano())
 	if o.violation != NoViolation {
 		return
 	}
 	o.parse(p)
-	o.pub.frames.Store(o.frames)
-	o.pub.messages.Store(o.messages)
-	o.pub.pings.Store(o.pings)
-	o.pub.pongs.Store(o.pongs)
 	if o.violation != NoViolation {
 		o.pub.violation.Store(uint32(o.violation))
 	}
@@ -331,18 +328,22 @@ func (o *Observer) InMessage() bool { return o.fragmented }
 // Bytes returns how many bytes were fed.
 func (o *Observer) Bytes() int64 { return o.pub.bytes.Load() }
 
-// Frames returns the number of complete frame headers seen.
-func (o *Observer) Frames() int64 { return o.pub.frames.Load() }
+// Frames returns the number of complete frame headers seen. Call it from
+// the feeding goroutine or after feeding has stopped.
+func (o *Observer) Frames() int64 { return o.frames }
 
 // Messages returns the number of data messages seen (frames with FIN=1 and a
-// data or continuation opcode). Control frames are not messages.
-func (o *Observer) Messages() int64 { return o.pub.messages.Load() }
+// data or continuation opcode). Control frames are not messages. Call it
+// from the feeding goroutine or after feeding has stopped.
+func (o *Observer) Messages() int64 { return o.messages }
 
-// Pings returns the number of ping frames seen.
-func (o *Observer) Pings() int64 { return o.pub.pings.Load() }
+// Pings returns the number of ping frames seen. Call it from the feeding
+// goroutine or after feeding has stopped.
+func (o *Observer) Pings() int64 { return o.pings }
 
-// Pongs returns the number of pong frames seen.
-func (o *Observer) Pongs() int64 { return o.pub.pongs.Load() }
+// Pongs returns the number of pong frames seen. Call it from the feeding
+// goroutine or after feeding has stopped.
+func (o *Observer) Pongs() int64 { return o.pongs }
 
 // LastActivity returns when bytes were last fed (any bytes: data, ping, pong),
 // or the zero time if none were.
@@ -382,7 +383,7 @@ type Stats struct {
 // feeding has stopped.
 func (o *Observer) Stats() Stats {
 	s := Stats{
-		Bytes: o.bytes, Frames: o.frames, Messages: o.messages,
+		Bytes: o.pub.bytes.Load(), Frames: o.frames, Messages: o.messages,
 		Pings: o.pings, Pongs: o.pongs, Violation: o.violation,
 		FrameBoundary: o.FrameBoundary(),
 	}
