@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -9,11 +8,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsmesh/wsmesh/internal/config"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 func service(name string, port int) string {
@@ -27,36 +26,18 @@ func write(t *testing.T, path, data string) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      *testing.T
 	src    *FileSource
 	sub    <-chan *config.Snapshot
-	logs   *syncBuffer
+	logs   *testutil.Lines
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func start(t *testing.T, paths ...string) *harness {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Lines{}
 	src, err := NewFileSource(paths, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/wsmesh/wsmesh/internal/echo"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // serve runs h on a loopback port for the test and returns its ws:// URL.
@@ -97,7 +97,7 @@ func TestRunInteractiveOutput(t *testing.T) {
 
 	// A message is printed above the prompt with websockets' sequence.
 	pr, pw := io.Pipe()
-	var buf lockedBuilder
+	var buf testutil.Lines
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), Options{URL: url, Interactive: true}, pr, &buf) }()
 	io.WriteString(pw, "hello\n")
@@ -137,7 +137,7 @@ func TestRunServerCloses(t *testing.T) {
 		// The input stays open: the server's close must end the client.
 		pr, pw := io.Pipe()
 		defer pw.Close()
-		var out lockedBuilder
+		var out testutil.Lines
 		done := make(chan error, 1)
 		go func() { done <- Run(context.Background(), Options{URL: url, Wait: DefaultWait}, pr, &out) }()
 		pw.Write([]byte("trigger\n"))
@@ -187,7 +187,7 @@ func TestRunShutdownGoingAway(t *testing.T) {
 	s, url := startEcho(t, echo.Config{})
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	var out lockedBuilder
+	var out testutil.Lines
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), Options{URL: url}, pr, &out) }()
 	io.WriteString(pw, "hello\n")
@@ -236,7 +236,7 @@ func TestRunCancelClosesNormally(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuilder
+	var out testutil.Lines
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, Options{URL: url}, pr, &out) }()
 	waitFor(t, &out, "Connected")
@@ -306,25 +306,8 @@ func TestRunConnectErrors(t *testing.T) {
 	}
 }
 
-// lockedBuilder is a strings.Builder safe for a writer and a reader.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func waitFor(t *testing.T, b *lockedBuilder, s string) {
+// waitFor waits up to 10 seconds until the client has printed s.
+func waitFor(t *testing.T, b *testutil.Lines, s string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(b.String(), s) {

@@ -1,18 +1,19 @@
 package e2e
 
 // TestKubeInject checks that what `wsmesh inject` writes is accepted by a
-// real kube-apiserver (the one TestKubeAPIServer uses, started the same way
-// by startKubeCluster, under the same gate): every manifest in
-// deploy/kubernetes and examples is injected by the wsmesh binary, twice
-// (the second output must equal the first), and every object of an
-// injected file is created with a server-side dry run, with strict field
-// validation. The objects the API server returns, defaulted and validated
-// as it would store them, must still carry the wsmesh-proxy and wsmesh-init
-// containers with everything inject sets. Pod templates are also updated
-// and server-side applied (dry run) over the un-injected object, as
-// `kubectl apply` of the injected file over a running workload does.
-// Finally, broken variants of an injected Deployment must be rejected, so
-// the check can fail.
+// real kube-apiserver (the one TestKubeAPIServer uses, which
+// startKubeCluster starts once for both, under the same gate; this test
+// keeps to the namespaces inject-* and deletes the workloads it stores when
+// it ends): every manifest in deploy/kubernetes and examples is injected by
+// the wsmesh binary, twice (the second output must equal the first), and
+// every object of an injected file is created with a server-side dry run,
+// with strict field validation. The objects the API server returns,
+// defaulted and validated as it would store them, must still carry the
+// wsmesh-proxy and wsmesh-init containers with everything inject sets. Pod
+// templates are also updated and server-side applied (dry run) over the
+// un-injected object, as `kubectl apply` of the injected file over a running
+// workload does. Finally, broken variants of an injected Deployment must be
+// rejected, so the check can fail.
 
 import (
 	"context"
@@ -291,6 +292,7 @@ func TestKubeInject(t *testing.T) {
 				if err != nil {
 					t.Fatalf("create of the un-injected %s: %v", id, err)
 				}
+				c.deleteAtEnd(ri, u.GetKind(), live.GetName())
 				upd := u.DeepCopy()
 				upd.SetResourceVersion(live.GetResourceVersion())
 				got, err = ri.Update(context.Background(), upd, metav1.UpdateOptions{DryRun: injectDryRun, FieldValidation: "Strict"})
@@ -374,7 +376,10 @@ func kubeInjectRejected(t *testing.T, c *kubeCluster, root string) {
 			sidecar(u)["securityContext"].(map[string]any)["runAsUsr"] = int64(1337)
 		}, `unknown field "spec.template.spec.containers[1].securityContext.runAsUsr"`, apierrors.IsBadRequest},
 	}
-	ri := injectResource(t, c, "default", dep)
+	ns := "inject-rejected"
+	c.create(t, "", &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}})
+	ri := injectResource(t, c, ns, dep)
 	for _, tc := range cases {
 		u := dep.DeepCopy()
 		tc.change(u)

@@ -15,7 +15,8 @@ package e2e
 //	WSMESH_KUBE_APISERVER=1 go test -timeout 60m -run TestKubeAPIServer ./test/e2e
 //
 // Otherwise it is skipped. etcd is Debian's etcd-server (the script installs
-// it when missing and it runs as root).
+// it when missing and it runs as root). TestKubeInject uses the same etcd
+// and kube-apiserver, started once for both (kubeShared).
 
 import (
 	"bytes"
@@ -27,6 +28,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -36,10 +38,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -51,6 +56,7 @@ import (
 	"github.com/wsmesh/wsmesh/internal/config"
 	"github.com/wsmesh/wsmesh/internal/discovery"
 	"github.com/wsmesh/wsmesh/internal/sidecar"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
 // kubeVersion is the kube-apiserver version the test uses; it matches the
@@ -111,56 +117,173 @@ func requireKubeAPIServer(t *testing.T) (apiserver, etcd string) {
 	return apiserver, etcd
 }
 
-// kubeCluster is a running etcd and kube-apiserver.
+// kubeCluster is a test's view of the shared etcd and kube-apiserver (see
+// kubeShared): what create and deleteAtEnd record is deleted when the test
+// that called startKubeCluster ends, its subtests included.
 type kubeCluster struct {
 	rest   *rest.Config // system:masters
 	dyn    dynamic.Interface
 	saRest *rest.Config // the ServiceAccount default/wsmesh
+
+	mu      sync.Mutex
+	created []kubeObject
 }
 
+// kubeObject is an object a test created, to delete when it ends.
+type kubeObject struct {
+	ri         dynamic.ResourceInterface
+	kind, name string
+}
+
+// kubeShared is the etcd and kube-apiserver that TestKubeAPIServer and
+// TestKubeInject share: started by the first of them to run, stopped by
+// PID in TestMain once every test has run, passed or failed. The tests
+// keep to their own namespaces (TestKubeAPIServer: default, istio-system
+// and local, and the cluster-wide objects of deploy/kubernetes/rbac.yaml;
+// TestKubeInject: inject-*) and delete what they created when they end,
+// so neither sees the other's objects nor those of its own earlier runs
+// (-count). Namespaces and CustomResourceDefinitions are created when
+// missing and kept: without a controller-manager a deleted namespace stays
+// Terminating, and the Istio CRDs are the same for every run.
+var kubeShared kubeFixture
+
+// kubeFixture starts etcd and kube-apiserver once and stops them by PID.
+type kubeFixture struct {
+	once    sync.Once
+	cluster *kubeCluster // rest, dyn and saRest only
+	err     error
+
+	mu    sync.Mutex
+	dir   string
+	procs []*kubeProcess
+}
+
+// kubeProcess is etcd or kube-apiserver, run by kubeFixture.
+type kubeProcess struct {
+	cmd  *exec.Cmd
+	out  *testutil.Lines // standard output and standard error
+	done chan struct{}   // closed once the process has been waited for
+}
+
+func (p *kubeProcess) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitHTTP is waitHTTP for a process of the fixture, which no test owns.
+func (p *kubeProcess) waitHTTP(url string, hdr http.Header, timeout time.Duration) error {
+	if err := pollHTTP(url, hdr, timeout, p.running); err != nil {
+		return fmt.Errorf("%s (pid %d): %v\n%s", p.cmd.Path, p.cmd.Process.Pid, err, tail(p.out.String(), 4000))
+	}
+	return nil
+}
+
+// startKubeCluster returns the shared etcd and kube-apiserver, starting
+// them if no test has yet, or skips the test when they are not available
+// and not asked for (requireKubeAPIServer). If the test fails, the output
+// the two processes wrote while it ran is logged.
 func startKubeCluster(t *testing.T) *kubeCluster {
 	t.Helper()
 	apiserverBin, etcdBin := requireKubeAPIServer(t)
-	dir := t.TempDir()
+	kubeShared.mu.Lock()
+	from := map[*kubeProcess]int{}
+	for _, p := range kubeShared.procs {
+		from[p] = len(p.out.String())
+	}
+	kubeShared.mu.Unlock()
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		kubeShared.mu.Lock()
+		defer kubeShared.mu.Unlock()
+		for _, p := range kubeShared.procs {
+			t.Logf("output of %q (pid %d) while the test ran:\n%s", p.cmd.Args[:1], p.cmd.Process.Pid, p.out.String()[from[p]:])
+		}
+	})
+	shared, err := kubeShared.get(t, apiserverBin, etcdBin)
+	if err != nil {
+		t.Fatalf("etcd and kube-apiserver: %v", err)
+	}
+	c := &kubeCluster{rest: shared.rest, dyn: shared.dyn, saRest: shared.saRest}
+	t.Cleanup(func() { c.deleteCreated(t) })
+	return c
+}
+
+// get starts etcd and kube-apiserver the first time it is called and
+// returns them, or why they did not start, every time.
+func (f *kubeFixture) get(t *testing.T, apiserverBin, etcdBin string) (*kubeCluster, error) {
+	f.once.Do(func() {
+		// What is left if start ends the test that called it.
+		f.err = errors.New("the test that started them ended before they were ready")
+		f.cluster, f.err = f.start(t, apiserverBin, etcdBin)
+		if f.err != nil {
+			f.stop()
+		}
+	})
+	return f.cluster, f.err
+}
+
+func (f *kubeFixture) start(t *testing.T, apiserverBin, etcdBin string) (*kubeCluster, error) {
+	dir, err := os.MkdirTemp("", "wsmesh-kube-")
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.dir = dir
+	f.mu.Unlock()
 
 	// etcd on loopback.
 	clientPort, peerPort := freePort(t), freePort(t)
 	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	etcd := startProcess(t, etcdBin,
+	etcd, err := f.run(etcdBin,
 		"--name", "wsmesh-test",
 		"--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "wsmesh-test="+peerURL,
 		"--log-level", "warn")
-	waitHTTP(t, etcd, clientURL+"/health", nil, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if err := etcd.waitHTTP(clientURL+"/health", nil, 30*time.Second); err != nil {
+		return nil, err
+	}
 
 	// Service-account signing key, generated here.
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	saKey := filepath.Join(dir, "sa.key")
 	saPub := filepath.Join(dir, "sa.pub")
 	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	writeFile(t, saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
-	writeFile(t, saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 
-	// Bearer tokens: the test's own (system:masters) and one for the
+	// Bearer tokens: the tests' own (system:masters) and one for the
 	// ServiceAccount default/wsmesh of deploy/kubernetes/rbac.yaml, as a
 	// sidecar's in-cluster token would authenticate.
 	token, saToken := randomToken(), randomToken()
 	tokens := filepath.Join(dir, "tokens.csv")
-	writeFile(t, tokens, []byte(token+`,wsmesh-test,wsmesh-test,"system:masters"`+"\n"+
-		saToken+`,system:serviceaccount:default:wsmesh,wsmesh-sa,"system:serviceaccounts,system:serviceaccounts:default"`+"\n"))
+	if err := errors.Join(
+		os.WriteFile(saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600),
+		os.WriteFile(saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o600),
+		os.WriteFile(tokens, []byte(token+`,wsmesh-test,wsmesh-test,"system:masters"`+"\n"+
+			saToken+`,system:serviceaccount:default:wsmesh,wsmesh-sa,"system:serviceaccounts,system:serviceaccounts:default"`+"\n"), 0o600),
+	); err != nil {
+		return nil, err
+	}
 
 	port := freePort(t)
 	certDir := filepath.Join(dir, "certs")
-	apiserver := startProcess(t, apiserverBin,
+	apiserver, err := f.run(apiserverBin,
 		"--etcd-servers", clientURL,
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
@@ -179,9 +302,14 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 		"--disable-admission-plugins", "ServiceAccount",
 		"--enable-priority-and-fairness=false",
 		"--v", "1")
+	if err != nil {
+		return nil, err
+	}
 	base := "https://127.0.0.1:" + strconv.Itoa(port)
 	hdr := http.Header{"Authorization": {"Bearer " + token}}
-	waitHTTP(t, apiserver, base+"/readyz", hdr, 90*time.Second)
+	if err := apiserver.waitHTTP(base+"/readyz", hdr, 90*time.Second); err != nil {
+		return nil, err
+	}
 
 	rc := &rest.Config{
 		Host:        base,
@@ -193,11 +321,78 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 	}
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	sa := rest.CopyConfig(rc)
 	sa.BearerToken = saToken
-	return &kubeCluster{rest: rc, dyn: dyn, saRest: sa}
+	return &kubeCluster{rest: rc, dyn: dyn, saRest: sa}, nil
+}
+
+// run starts a process of the fixture, which stop kills.
+func (f *kubeFixture) run(args ...string) (*kubeProcess, error) {
+	p := &kubeProcess{cmd: exec.Command(args[0], args[1:]...), out: &testutil.Lines{}, done: make(chan struct{})}
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %q: %v", args, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	f.mu.Lock()
+	f.procs = append(f.procs, p)
+	f.mu.Unlock()
+	return p, nil
+}
+
+// stop kills the processes of the fixture by PID, kube-apiserver first,
+// waits for them and removes their files. It does nothing when they were
+// never started or are stopped already.
+func (f *kubeFixture) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.procs) - 1; i >= 0; i-- {
+		p := f.procs[i]
+		if p.running() {
+			_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+		}
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			fmt.Fprintf(os.Stderr, "e2e: %s (pid %d) still running 30s after SIGKILL\n", p.cmd.Path, p.cmd.Process.Pid)
+		}
+	}
+	if f.dir != "" {
+		os.RemoveAll(f.dir)
+		f.dir = ""
+	}
+}
+
+// deleteAtEnd records an object created through ri, to be deleted when
+// the test that started c ends.
+func (c *kubeCluster) deleteAtEnd(ri dynamic.ResourceInterface, kind, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.created = append(c.created, kubeObject{ri: ri, kind: kind, name: name})
+}
+
+// deleteCreated deletes what deleteAtEnd recorded, the last created first,
+// at once (no grace period; no controller-manager collects dependents).
+func (c *kubeCluster) deleteCreated(t *testing.T) {
+	c.mu.Lock()
+	created := c.created
+	c.created = nil
+	c.mu.Unlock()
+	zero := int64(0)
+	background := metav1.DeletePropagationBackground
+	for i := len(created) - 1; i >= 0; i-- {
+		o := created[i]
+		err := o.ri.Delete(context.Background(), o.name, metav1.DeleteOptions{GracePeriodSeconds: &zero, PropagationPolicy: &background})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("deleting %s %s from the shared kube-apiserver: %v", o.kind, o.name, err)
+		}
+	}
 }
 
 func randomToken() string {
@@ -213,15 +408,25 @@ func writeFile(t *testing.T, name string, data []byte) {
 	}
 }
 
-// waitHTTP polls url until it answers 200 (TLS not verified: loopback).
+// waitHTTP polls url until it answers 200 (TLS not verified: loopback),
+// failing the test if proc exits first or time runs out.
 func waitHTTP(t *testing.T, proc *exec.Cmd, url string, hdr http.Header, timeout time.Duration) {
 	t.Helper()
+	if err := pollHTTP(url, hdr, timeout, func() bool { return processRunning(proc) }); err != nil {
+		t.Fatalf("%s: %v\n%s", proc.Path, err, tail(processOutput(proc), 4000))
+	}
+}
+
+// pollHTTP polls url until it answers 200 (TLS not verified: loopback). It
+// gives up when running reports that the server has exited, or after
+// timeout.
+func pollHTTP(url string, hdr http.Header, timeout time.Duration, running func() bool) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
 	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {
-		if !processRunning(proc) {
-			t.Fatalf("%s exited while waiting for %s:\n%s", proc.Path, url, tail(processOutput(proc), 4000))
+		if !running() {
+			return fmt.Errorf("exited while waiting for %s", url)
 		}
 		req, _ := http.NewRequest("GET", url, nil)
 		for k, v := range hdr {
@@ -233,7 +438,7 @@ func waitHTTP(t *testing.T, proc *exec.Cmd, url string, hdr http.Header, timeout
 			n, _ := resp.Body.Read(body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, body[:n])
 		} else {
@@ -241,7 +446,7 @@ func waitHTTP(t *testing.T, proc *exec.Cmd, url string, hdr http.Header, timeout
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("%s not ready within %s: %s\n%s", url, timeout, last, tail(processOutput(proc), 4000))
+	return fmt.Errorf("%s not ready within %s: %s", url, timeout, last)
 }
 
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
@@ -293,6 +498,12 @@ func splitYAML(t *testing.T, data []byte) []*unstructured.Unstructured {
 	return out
 }
 
+// kubeKept are the kinds create keeps in the shared cluster (see
+// kubeShared): one that exists already is used as it is.
+var kubeKept = map[string]bool{"Namespace": true, "CustomResourceDefinition": true}
+
+// create creates u in namespace ns (else its own) and has it deleted when
+// the test ends, except for the kinds of kubeKept.
 func (c *kubeCluster) create(t *testing.T, ns string, u *unstructured.Unstructured) *unstructured.Unstructured {
 	t.Helper()
 	gvr := gvrOf(t, u)
@@ -304,6 +515,12 @@ func (c *kubeCluster) create(t *testing.T, ns string, u *unstructured.Unstructur
 		ri = c.dyn.Resource(gvr).Namespace(ns)
 	}
 	got, err := ri.Create(context.Background(), u, metav1.CreateOptions{})
+	switch {
+	case kubeKept[u.GetKind()] && apierrors.IsAlreadyExists(err):
+		got, err = ri.Get(context.Background(), u.GetName(), metav1.GetOptions{})
+	case err == nil && !kubeKept[u.GetKind()]:
+		c.deleteAtEnd(ri, u.GetKind(), got.GetName())
+	}
 	if err != nil {
 		t.Fatalf("create %s %s: %v", u.GetKind(), u.GetName(), err)
 	}

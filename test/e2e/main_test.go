@@ -15,6 +15,9 @@
 //     timeout, returning its stdout, stderr and exit code.
 //   - requirePythonWebsockets: skip (or, on CI, fail) when the Python
 //     websockets library is missing.
+//
+// TestMain also stops the etcd and kube-apiserver that the Kube tests share
+// (kubeShared in kube_test.go) after every test has run.
 package e2e
 
 import (
@@ -67,6 +70,9 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: building wsmesh: %v\n%s", err, out)
 		return 1
 	}
+	// The etcd and kube-apiserver the Kube tests share, if one started
+	// them: killed by PID whatever the tests' results.
+	defer kubeShared.stop()
 	return m.Run()
 }
 
