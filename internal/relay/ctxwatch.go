@@ -27,8 +27,11 @@ var watch ctxWatch
 // r.ctxGrouped or r.stopCtx for finishLocked to undo it. r.ctx must be able
 // to end (Done is not nil).
 func (w *ctxWatch) add(r *relayState) {
-	if !reflect.TypeOf(r.ctx).Comparable() {
-		// Cannot be a map key: this relay watches its context alone.
+	if reflect.TypeOf(r.ctx).Kind() != reflect.Pointer {
+		// Not surely usable as a map key (a struct holding an
+		// uncomparable value would panic): this relay watches its
+		// context alone. Every context of the standard library is a
+		// pointer.
 		r.stopCtx = context.AfterFunc(r.ctx, r.onCtxDone)
 		return
 	}
