@@ -95,7 +95,7 @@ func contentLength(values []string) (int64, bool, error) {
 	}
 	var n int64 = -1
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
+		for part := range strings.SplitSeq(v, ",") {
 			part = strings.TrimSpace(part)
 			m, err := strconv.ParseInt(part, 10, 64)
 			if err != nil || m < 0 || part == "" || part[0] == '+' {

@@ -76,7 +76,7 @@ func (h Headers) HasToken(name, token string) bool {
 		if !strings.EqualFold(h[i].Name, name) {
 			continue
 		}
-		for _, t := range strings.Split(h[i].Value, ",") {
+		for t := range strings.SplitSeq(h[i].Value, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true
 			}

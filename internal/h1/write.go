@@ -93,7 +93,7 @@ var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "TE", "T
 // body is forwarded with its framing unchanged).
 func RemoveHopByHop(h *Headers, keepTE bool) {
 	for _, v := range h.Values("Connection") {
-		for _, t := range strings.Split(v, ",") {
+		for t := range strings.SplitSeq(v, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				if keepTE && strings.EqualFold(t, "Transfer-Encoding") {
 					continue

@@ -55,8 +55,8 @@ func connectionSpecific(lower string) bool {
 func connectionNamed(h h1.Headers) map[string]bool {
 	var named map[string]bool
 	for _, v := range h.Values("Connection") {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.ToLower(strings.TrimSpace(t))
+		for t := range strings.SplitSeq(v, ",") {
+			t = h1.LowerName(strings.TrimSpace(t))
 			if t == "" {
 				continue
 			}
@@ -103,7 +103,7 @@ func h1FieldsToH2(h h1.Headers, keepTE bool, drop ...string) []hpack.HeaderField
 	out := make([]hpack.HeaderField, 0, len(h))
 outer:
 	for _, f := range h {
-		name := strings.ToLower(f.Name)
+		name := h1.LowerName(f.Name)
 		if connectionSpecific(name) || named[name] {
 			continue
 		}
@@ -217,15 +217,7 @@ func canonicalH1Name(name string) string {
 	if c := h1.CanonicalName(name); c != name {
 		return c
 	}
-	b := []byte(name)
-	upper := true
-	for i, c := range b {
-		if upper && 'a' <= c && c <= 'z' {
-			b[i] = c - ('a' - 'A')
-		}
-		upper = c == '-'
-	}
-	return string(b)
+	return h1.TitleName(name)
 }
 
 // h2FieldsToH1 converts regular HTTP/2 fields to HTTP/1.1 ones, joining

@@ -24,8 +24,8 @@ func (p *Proxy) ServeH2Stream(ctx context.Context, st *h2tunnel.ServerStream) {
 	rec := &accesslog.Record{
 		StartTime:               start,
 		Protocol:                "HTTP/2",
-		DownstreamLocalAddress:  addrString(st.LocalAddr()),
-		DownstreamRemoteAddress: addrString(st.RemoteAddr()),
+		DownstreamLocalAddress:  sharedAddrString(st.LocalAddr()),
+		DownstreamRemoteAddress: sharedAddrString(st.RemoteAddr()), // the peer sidecar's HTTP/2 connection
 		UpstreamServiceTime:     -1,
 		Authority:               st.Request.Authority,
 		Path:                    st.Request.Path,
@@ -279,7 +279,7 @@ func h1ResponseFieldsToH2(h h1.Headers) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, len(h))
 	conn := h.Values("Connection")
 	for _, f := range h {
-		name := strings.ToLower(f.Name)
+		name := h1.LowerName(f.Name)
 		switch name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer":
 			continue
@@ -294,7 +294,7 @@ func h1ResponseFieldsToH2(h h1.Headers) []hpack.HeaderField {
 
 func namedByConnection(conn []string, name string) bool {
 	for _, v := range conn {
-		for _, t := range strings.Split(v, ",") {
+		for t := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), name) {
 				return true
 			}

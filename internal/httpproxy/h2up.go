@@ -74,7 +74,7 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 			continue
 		}
 		rec.UpstreamHost = addr
-		rec.UpstreamLocalAddress = addrString(st.LocalAddr())
+		rec.UpstreamLocalAddress = sharedAddrString(st.LocalAddr()) // the HTTP/2 connection's
 		rec.UpstreamServiceTime = time.Since(sent)
 		resp, err := h2tunnel.ConnectResponseToH1(st.Response.Status, st.Response.Header, clientKey)
 		if err != nil {
@@ -174,7 +174,7 @@ func (p *Proxy) forwardPlainOverH2(ctx context.Context, c net.Conn, br *bufio.Re
 		return keepAlive && body.Kind == h1.BodyNone
 	}
 	defer st.Close()
-	rec.UpstreamLocalAddress = addrString(st.LocalAddr())
+	rec.UpstreamLocalAddress = sharedAddrString(st.LocalAddr()) // the HTTP/2 connection's
 	if body.Kind != h1.BodyNone {
 		n, err := io.Copy(st, h1.BodyReader(br, body))
 		rec.BytesReceived = n

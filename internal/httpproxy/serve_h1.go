@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wsmesh/wsmesh/internal/accesslog"
@@ -125,18 +127,56 @@ func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, re
 func (p *Proxy) newRecord(c net.Conn, start time.Time) *accesslog.Record {
 	return &accesslog.Record{
 		StartTime:               start,
-		DownstreamLocalAddress:  addrString(c.LocalAddr()),
+		DownstreamLocalAddress:  sharedAddrString(c.LocalAddr()),
 		DownstreamRemoteAddress: addrString(c.RemoteAddr()),
 		UpstreamServiceTime:     -1,
 	}
 }
 
 func addrString(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta != nil {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
 	if a == nil {
 		return ""
 	}
 	return a.String()
 }
+
+// sharedAddrString is addrString for an address many connections share (a
+// listener's, or that of the HTTP/2 connection that carries many streams):
+// it returns the same string for the same address instead of a new one per
+// connection, which an idle WebSocket's access-log record would keep.
+func sharedAddrString(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta == nil {
+		return addrString(a)
+	}
+	ap := ta.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	addrStrings.mu.Lock()
+	defer addrStrings.mu.Unlock()
+	if s, ok := addrStrings.m[ap]; ok {
+		return s
+	}
+	if addrStrings.m == nil || len(addrStrings.m) >= maxSharedAddrs {
+		addrStrings.m = make(map[netip.AddrPort]string) // bounded: start over
+	}
+	s := ap.String()
+	addrStrings.m[ap] = s
+	return s
+}
+
+// addrStrings holds sharedAddrString's strings.
+var addrStrings struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]string
+}
+
+// maxSharedAddrs bounds addrStrings; addresses shared by connections are
+// few (listeners, peer sidecars' HTTP/2 connections).
+const maxSharedAddrs = 1024
 
 // prepareForwarding adds X-Request-Id (when absent), X-Forwarded-For and
 // X-Forwarded-Proto, and copies them into the record.
@@ -147,12 +187,14 @@ func prepareForwarding(req *h1.Request, remote net.Addr, rec *accesslog.Record) 
 		req.Headers.Add("X-Request-Id", id)
 	}
 	rec.RequestID = id
-	if host, _, err := net.SplitHostPort(addrString(remote)); err == nil {
-		xff := req.Headers.Values("X-Forwarded-For")
-		req.Headers.Del("X-Forwarded-For")
-		xff = append(xff, host)
-		req.Headers.Add("X-Forwarded-For", strings.Join(xff, ", "))
-		rec.XForwardedFor = req.Headers.Get("X-Forwarded-For")
+	if host, _, err := net.SplitHostPort(sharedAddrString(remote)); err == nil {
+		if req.Headers.Has("X-Forwarded-For") {
+			xff := req.Headers.Values("X-Forwarded-For")
+			req.Headers.Del("X-Forwarded-For")
+			host = strings.Join(append(xff, host), ", ")
+		}
+		req.Headers.Add("X-Forwarded-For", host)
+		rec.XForwardedFor = host
 	}
 	if !req.Headers.Has("X-Forwarded-Proto") {
 		req.Headers.Add("X-Forwarded-Proto", "http")
