@@ -261,6 +261,10 @@ func (st *Stream) ID() uint32 { return st.s.id }
 // ReadResponse waits for the response HEADERS and stores them in
 // st.Response. Cancelling ctx resets the stream.
 func (st *Stream) ReadResponse(ctx context.Context) (*Response, error) {
+	if err := ctx.Err(); err != nil { // given up, even if the head is in
+		st.s.close(http2.ErrCodeCancel)
+		return nil, err
+	}
 	st.s.mu.Lock()
 	if st.s.head == nil && !st.s.headDone {
 		st.s.head = make(chan struct{})

@@ -492,3 +492,46 @@ func TestDeadlinesAndCancel(t *testing.T) {
 }
 
 var errDeadline = os.ErrDeadlineExceeded
+
+// TestReadResponseCancelledAfterHead checks that a cancelled context wins
+// over a response head that has already arrived: the caller gave up.
+func TestReadResponseCancelledAfterHead(t *testing.T) {
+	ts := startServer(t, ServerConfig{AllowConnect: true, Handler: func(st *ServerStream) {
+		st.WriteResponse(200, nil, false)
+		<-st.Context().Done()
+	}})
+	p := NewPool(PoolConfig{})
+	defer p.Close()
+	ctx := testCtx(t, 10*time.Second)
+	st, err := p.OpenStream(ctx, ts.addr, wsRequest(ts.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st.s.mu.Lock()
+		in := st.s.headDone
+		st.s.mu.Unlock()
+		if in {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no response head")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := st.ReadResponse(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadResponse with a cancelled context after the head: %v", err)
+	}
+	if n, err := st.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the stream was not reset: read %d bytes", n)
+	}
+	for ts.srv.Stats().ActiveStreams != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's stream stayed open: no RST_STREAM")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
