@@ -259,3 +259,72 @@ func TestConnectionLimitAnswers503(t *testing.T) {
 		t.Fatalf("flags %v", flags)
 	}
 }
+
+// TestContextEndingAtHandoffEndsRelayWithItsCause cancels the serving
+// context while the upstream's 101 is on its way: the WebSocket relay that
+// takes the connection over must end because of the context, not because
+// of the read deadline the context's end put on the downstream connection.
+func TestContextEndingAtHandoffEndsRelayWithItsCause(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // upstream: cancels the proxy's context, then answers 101
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		cancel()
+		time.Sleep(50 * time.Millisecond) // the context's callbacks run
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+		io.Copy(io.Discard, c)
+	}()
+	logs := &testutil.Lines{}
+	p := New(Config{Router: staticRouter{[]string{ln.Addr().String()}}, Access: accesslog.New(logs), ObserveWebSocket: true})
+	defer p.Close()
+	tc, proxySide := tcpPair(t)
+	defer tc.Close()
+	go p.ServeH1(ctx, proxySide, bufio.NewReader(proxySide))
+	io.WriteString(tc, "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	waitFor(t, func() bool { return len(logs.Records(t)) == 1 })
+	r := logs.Records(t)[0]
+	if d, _ := r["connection_termination_details"].(string); !strings.Contains(d, "context canceled") {
+		t.Fatalf("relay ended with %q, want the context's cause", d)
+	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	return a, b
+}

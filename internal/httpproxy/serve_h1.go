@@ -26,8 +26,29 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 	ho := &handoff{}
 	defer ho.run()
 	ho.add(func() { c.Close() })
-	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Now()) })
-	ho.early = append(ho.early, func() { stop() }) // a relay watches ctx itself
+	// ctx ending stops a read in progress. A relay that takes c over
+	// watches ctx itself: the callback is stopped then, and if it already
+	// ran, the deadline it set is cleared, so the relay's first read ends
+	// with ctx's cause rather than a timeout.
+	var cut struct {
+		sync.Mutex
+		handed bool
+	}
+	stop := context.AfterFunc(ctx, func() {
+		cut.Lock()
+		if !cut.handed {
+			_ = c.SetReadDeadline(time.Now())
+		}
+		cut.Unlock()
+	})
+	ho.early = append(ho.early, func() {
+		if !stop() {
+			cut.Lock()
+			cut.handed = true
+			cut.Unlock()
+			_ = c.SetReadDeadline(time.Time{})
+		}
+	})
 	if !p.cfg.Limiter.Acquire() {
 		p.rejectOverload(c, br)
 		return
