@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -33,8 +32,8 @@ type stream struct {
 	head        chan struct{} // closed when headDone; made by the first waiter
 	resp        *Response     // client: response head
 	headErr     error
-	rnotify     chan struct{}          // made by the first Read that waits
-	onReadable  atomic.Pointer[func()] // called once by the next notifyRead
+	rnotify     chan struct{} // made by the first Read that waits
+	onReadable  func()        // called once by the next notifyRead
 	rdl         deadline
 
 	// Send side, guarded by c.w.mu.
@@ -108,7 +107,8 @@ func (st *stream) readWaitLocked() chan struct{} {
 
 func (st *stream) notifyRead() {
 	st.mu.Lock()
-	ch := st.rnotify
+	ch, f := st.rnotify, st.onReadable
+	st.onReadable = nil
 	st.mu.Unlock()
 	if ch != nil {
 		select {
@@ -116,23 +116,21 @@ func (st *stream) notifyRead() {
 		default:
 		}
 	}
-	if f := st.onReadable.Swap(nil); f != nil {
-		(*f)()
+	if f != nil {
+		f()
 	}
 }
 
 // notifyReadable arranges for f to be called by the next notifyRead,
 // unless read would not block already (then it reports false).
 func (st *stream) notifyReadable(f func()) bool {
-	pf := &f
-	st.onReadable.Store(pf)
 	st.mu.Lock()
-	ready := st.localClosed || st.buf.Len() > 0 || st.rerr != nil
-	st.mu.Unlock()
-	if ready && st.onReadable.CompareAndSwap(pf, nil) {
+	defer st.mu.Unlock()
+	if st.localClosed || st.buf.Len() > 0 || st.rerr != nil {
 		return false
 	}
-	return true // a notifyRead after the Store calls f
+	st.onReadable = f
+	return true
 }
 
 // signalWrite wakes a Write waiting on st. Called with c.w.mu held.

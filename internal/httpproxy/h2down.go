@@ -32,7 +32,7 @@ func (p *Proxy) ServeH2Stream(ctx context.Context, st *h2tunnel.ServerStream) {
 	}
 	hreq := st.Request
 	if hreq.Method == "CONNECT" && strings.EqualFold(hreq.Protocol, "websocket") {
-		ho := &handoff{detach: st.Detach}
+		ho := &handoff{detach: st}
 		defer ho.run()
 		p.tunnelToH1(ctx, st, rec, ho)
 		return

@@ -1,18 +1,21 @@
 package httpproxy
 
+import "io"
+
 // handoff is what the goroutine serving a downstream connection (or an
 // HTTP/2 stream) must do once it is done with it: close it, release its
 // connection slot, end the stream. A WebSocket relay takes it over, so that
 // the goroutine returns while the relay goes on without one (see
 // relay.Start), and does it when the relay ends.
 type handoff struct {
-	fns   []func()
-	early []func() // run by take: what a relay does not need kept
-	taken bool
-	// detach, when set, is called by take to keep the connection open past
-	// the serving goroutine's return; what it returns is run at the end
-	// (h2tunnel.ServerStream.Detach).
-	detach func() func()
+	fns     []func()
+	conn    io.Closer // closed last, when set
+	limiter *Limiter  // released before conn is closed, when set
+	early   []func()  // run by take: what a relay does not need kept
+	taken   bool
+	// detach, when set, is called by take to keep the stream open past the
+	// serving goroutine's return; what it returns is run at the end.
+	detach interface{ Detach() (release func()) }
 }
 
 // add queues f; queued functions run last-in first-out, like defers.
@@ -37,23 +40,32 @@ func (h *handoff) unlessTaken(f func()) {
 	}
 }
 
-// take hands the queued work to the caller, which must call the returned
-// function once, when it is done with the connection.
-func (h *handoff) take() func() {
+// take hands the queued work to the caller, which must call runAll once,
+// when it is done with the connection.
+func (h *handoff) take() {
 	h.taken = true
 	for _, f := range h.early {
 		f()
 	}
 	h.early = nil
 	if h.detach != nil {
-		h.add(h.detach())
+		h.add(h.detach.Detach())
+		h.detach = nil
 	}
-	return h.runAll
 }
 
+// runAll does the queued work, last queued first, then releases the
+// limiter and closes conn.
 func (h *handoff) runAll() {
 	for i := len(h.fns) - 1; i >= 0; i-- {
 		h.fns[i]()
 	}
 	h.fns = nil
+	if h.limiter != nil {
+		h.limiter.Release()
+		h.limiter = nil
+	}
+	if h.conn != nil {
+		h.conn.Close()
+	}
 }

@@ -23,9 +23,8 @@ import (
 // a WebSocket: then ServeH1 returns at once and the relay (which needs no
 // goroutine of its own while the WebSocket is idle) closes c when it ends.
 func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
-	ho := &handoff{}
+	ho := &handoff{conn: c}
 	defer ho.run()
-	ho.add(func() { c.Close() })
 	// ctx ending stops a read in progress. A relay that takes c over
 	// watches ctx itself: the callback is stopped then, and if it already
 	// ran, the deadline it set is cleared, so the relay's first read ends
@@ -53,7 +52,7 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 		p.rejectOverload(c, br)
 		return
 	}
-	ho.add(p.cfg.Limiter.Release)
+	ho.limiter = p.cfg.Limiter
 	// A new connection must send its first request within the header-read
 	// timeout: a silent one does not hold a connection slot for the whole
 	// keep-alive idle timeout.

@@ -79,10 +79,10 @@ func (t *Tracked) awayReason() string {
 // NewTracker returns an empty Tracker.
 func NewTracker() *Tracker { return &Tracker{open: make(map[uint64]*Tracked)} }
 
-// Add registers t and returns the function that removes it.
-func (tr *Tracker) Add(t *Tracked) (remove func()) {
+// Add registers t; Remove takes it off the list.
+func (tr *Tracker) Add(t *Tracked) {
 	if tr == nil {
-		return func() {}
+		return
 	}
 	tr.mu.Lock()
 	tr.next++
@@ -93,11 +93,16 @@ func (tr *Tracker) Add(t *Tracked) (remove func()) {
 	if all != "" {
 		t.GoAway(all)
 	}
-	return func() {
-		tr.mu.Lock()
-		delete(tr.open, t.ID)
-		tr.mu.Unlock()
+}
+
+// Remove takes t, registered by Add, off the list.
+func (tr *Tracker) Remove(t *Tracked) {
+	if tr == nil {
+		return
 	}
+	tr.mu.Lock()
+	delete(tr.open, t.ID)
+	tr.mu.Unlock()
 }
 
 // ConnectionView is the JSON form of one open connection.

@@ -160,8 +160,8 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 	if p.cfg.OnWebSocketOpen != nil {
 		p.cfg.OnWebSocketOpen()
 	}
-	remove := p.cfg.Tracker.Add(tr)
-	rest := ho.take()
+	p.cfg.Tracker.Add(tr)
+	ho.take()
 	t.Endpoints = nil // routing is over; the relay may live for days
 	p.relays.Add(1)
 	goAway := relay.Start(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
@@ -173,11 +173,11 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		ParkAfter:         p.cfg.ParkAfter,
 	}, func(res relay.Result) {
 		p.webSocketEnded(res, rec, tr, t)
-		remove()
+		p.cfg.Tracker.Remove(tr)
 		if t.Done != nil {
 			t.Done()
 		}
-		rest()
+		ho.runAll()
 		p.relays.Done()
 	})
 	tr.started(goAway)
