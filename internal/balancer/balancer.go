@@ -71,10 +71,22 @@ func (b *Balancer) Order(cluster, policy string, endpoints []string) (ordered []
 	for k := 0; k < n; k++ {
 		ordered = append(ordered, endpoints[(start+k)%n])
 	}
-	a := b.activeOf(ordered[0])
-	a.Add(1)
-	var once sync.Once
-	return ordered, func() { once.Do(func() { a.Add(-1) }) }
+	l := &lease{active: b.activeOf(ordered[0])}
+	l.active.Add(1)
+	return ordered, l.release
+}
+
+// lease is one request's count in an endpoint's active requests.
+type lease struct {
+	active *atomic.Int64
+	done   atomic.Bool
+}
+
+// release gives the count back; calls after the first do nothing.
+func (l *lease) release() {
+	if l.done.CompareAndSwap(false, true) {
+		l.active.Add(-1)
+	}
 }
 
 // Active returns the number of requests in flight to addr.

@@ -67,7 +67,7 @@ func (p *Proxy) h2Reply(st *h2tunnel.ServerStream, lr *LocalReply, rec *accesslo
 func (p *Proxy) routeH2(st *h2tunnel.ServerStream, req *h1.Request, rec *accesslog.Record) *Target {
 	rec.Method = req.Method
 	rec.UserAgent = req.Headers.Get("User-Agent")
-	prepareForwarding(req, st.RemoteAddr(), rec)
+	prepareForwarding(req, rec)
 	t, err := p.cfg.Router.Route(req, st.LocalAddr())
 	if err != nil {
 		p.h2Reply(st, asLocalReply(err), rec)

@@ -117,7 +117,7 @@ func (p *Proxy) exchangeH1(ctx context.Context, c net.Conn, br *bufio.Reader, re
 	rec.Protocol = req.Proto
 	rec.Authority = req.Headers.Get("Host")
 	rec.UserAgent = req.Headers.Get("User-Agent")
-	prepareForwarding(req, c.RemoteAddr(), rec)
+	prepareForwarding(req, rec)
 
 	keepAlive := wantsKeepAlive(req)
 	target, err := p.cfg.Router.Route(req, c.LocalAddr())
@@ -198,16 +198,17 @@ var addrStrings struct {
 // few (listeners, peer sidecars' HTTP/2 connections).
 const maxSharedAddrs = 1024
 
-// prepareForwarding adds X-Request-Id (when absent), X-Forwarded-For and
-// X-Forwarded-Proto, and copies them into the record.
-func prepareForwarding(req *h1.Request, remote net.Addr, rec *accesslog.Record) {
+// prepareForwarding adds X-Request-Id (when absent), X-Forwarded-For (from
+// the record's downstream_remote_address) and X-Forwarded-Proto, and copies
+// them into the record.
+func prepareForwarding(req *h1.Request, rec *accesslog.Record) {
 	id := req.Headers.Get("X-Request-Id")
 	if id == "" {
 		id = newRequestID()
 		req.Headers.Add("X-Request-Id", id)
 	}
 	rec.RequestID = id
-	if host, _, err := net.SplitHostPort(sharedAddrString(remote)); err == nil {
+	if host, _, err := net.SplitHostPort(rec.DownstreamRemoteAddress); err == nil {
 		if req.Headers.Has("X-Forwarded-For") {
 			xff := req.Headers.Values("X-Forwarded-For")
 			req.Headers.Del("X-Forwarded-For")

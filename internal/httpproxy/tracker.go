@@ -31,7 +31,7 @@ type Tracked struct {
 	Counters relay.Counters
 
 	mu      sync.Mutex
-	goAway  func() // the relay's; nil until it started
+	relay   relay.Handle // zero until the relay started
 	reason  string
 	leaving bool // GoAway was called
 }
@@ -51,21 +51,19 @@ func (t *Tracked) GoAway(reason string) {
 		return
 	}
 	t.leaving, t.reason = true, reason
-	f := t.goAway
+	h := t.relay
 	t.mu.Unlock()
-	if f != nil {
-		f()
-	}
+	h.GoAway()
 }
 
-// started records the relay's goAway, and calls it when GoAway came first.
-func (t *Tracked) started(goAway func()) {
+// started records the relay, and sends it away when GoAway came first.
+func (t *Tracked) started(h relay.Handle) {
 	t.mu.Lock()
-	t.goAway = goAway
+	t.relay = h
 	leaving := t.leaving
 	t.mu.Unlock()
 	if leaving {
-		goAway()
+		h.GoAway()
 	}
 }
 

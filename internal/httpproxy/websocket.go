@@ -164,7 +164,7 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 	ho.take()
 	t.Endpoints = nil // routing is over; the relay may live for days
 	p.relays.Add(1)
-	goAway := relay.Start(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
+	h := relay.Start(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
 		IdleTimeout:       p.cfg.WebSocketIdleTimeout,
 		Observe:           p.cfg.ObserveWebSocket,
 		Counters:          &tr.Counters,
@@ -180,7 +180,7 @@ func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byt
 		ho.runAll()
 		p.relays.Done()
 	})
-	tr.started(goAway)
+	tr.started(h)
 }
 
 // webSocketEnded completes and logs the record of a relayed WebSocket.

@@ -181,10 +181,9 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 // none (see ParkAfter). done runs on whichever goroutine ended the relay
 // and may block; nothing else of the relay waits for it.
 //
-// goAway does what Options.GoingAway does when it is done, for callers that
-// would rather call a function than keep a context per relay; calling it
-// more than once, or after the relay ended, does nothing.
-func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) (goAway func()) {
+// The Handle's GoAway does what Options.GoingAway does when it is done, for
+// callers that would rather call a method than keep a context per relay.
+func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) Handle {
 	var r *relayState
 	observe := opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil
 	if observe {
@@ -249,10 +248,21 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	r.mu.Unlock()
 	go r.d2u.run()
 	go r.u2d.run()
-	// Asynchronous, as a context would be: writing the close frames may
-	// wait for a slow peer, and the caller (a drain, a configuration
-	// change) has every other connection to see to.
-	return func() { go r.onGoingAway() }
+	return Handle{r}
+}
+
+// Handle is a relay started by Start.
+type Handle struct{ r *relayState }
+
+// GoAway ends the relay as Options.GoingAway does when it is done. It
+// returns at once: writing the close frames may wait for a slow peer, and
+// the caller (a drain, a configuration change) has every other connection
+// to see to. Calling it more than once, or after the relay ended, or on the
+// zero Handle, does nothing.
+func (h Handle) GoAway() {
+	if h.r != nil {
+		go h.r.onGoingAway()
+	}
 }
 
 // relayState is one relay in progress: its two directions and the events

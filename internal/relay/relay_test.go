@@ -53,6 +53,7 @@ type harness struct {
 	down, up       net.Conn
 	result         chan Result
 	cancel         context.CancelFunc
+	handle         Handle
 }
 
 // pair returns the two ends of a fresh loopback TCP connection.
@@ -107,7 +108,7 @@ func setup(t testing.TB, m mode) *harness {
 
 func (h *harness) start(ctx context.Context, pre Prefetched, opts Options) {
 	ctx, h.cancel = context.WithCancel(ctx)
-	go func() { h.result <- Relay(ctx, h.down, h.up, pre, opts) }()
+	h.handle = Start(ctx, h.down, h.up, pre, opts, func(r Result) { h.result <- r })
 }
 
 func start(t testing.TB, m mode, pre Prefetched) *harness {
@@ -562,14 +563,29 @@ func (l *oneConnListener) Close() error {
 func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
 
 func TestGoingAwaySendsCloseToBothPeers(t *testing.T) {
+	for _, by := range []string{"context", "handle"} {
+		t.Run(by, func(t *testing.T) { testGoingAway(t, by) })
+	}
+}
+
+// testGoingAway sends a busy WebSocket away through Options.GoingAway
+// ("context") or Handle.GoAway ("handle").
+func testGoingAway(t *testing.T, by string) {
 	h := setup(t, mode{})
 	serverGot := serveEcho(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	dialed := dialThrough(ctx, h)
-	away, goAway := context.WithCancel(context.Background())
-	defer goAway()
-	proxyWebSocket(t, h, Options{Observe: true, GoingAway: away, GoingAwayReason: "sidecar draining"})
+	away, cancelAway := context.WithCancel(context.Background())
+	defer cancelAway()
+	opts := Options{Observe: true, GoingAwayReason: "sidecar draining"}
+	goAway := cancelAway
+	if by == "handle" {
+		goAway = func() { h.handle.GoAway() }
+	} else {
+		opts.GoingAway = away
+	}
+	proxyWebSocket(t, h, opts)
 	c := (<-dialed).conn(t)
 	// Keep large messages flowing both ways so the close frames must be
 	// placed between frames, not inside one.
