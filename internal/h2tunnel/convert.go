@@ -51,24 +51,6 @@ func connectionSpecific(lower string) bool {
 	return false
 }
 
-// connectionNamed returns the lowercased field names listed in Connection.
-func connectionNamed(h h1.Headers) map[string]bool {
-	var named map[string]bool
-	for _, v := range h.Values("Connection") {
-		for t := range strings.SplitSeq(v, ",") {
-			t = h1.LowerName(strings.TrimSpace(t))
-			if t == "" {
-				continue
-			}
-			if named == nil {
-				named = make(map[string]bool)
-			}
-			named[t] = true
-		}
-	}
-	return named
-}
-
 // splitTarget turns an origin-form or absolute-form request-target into
 // :path and, for absolute-form, :authority.
 func splitTarget(target string) (path, authority string, err error) {
@@ -99,12 +81,11 @@ func splitTarget(target string) (path, authority string, err error) {
 // It drops connection-specific fields, fields named by Connection, and the
 // names in drop. te survives only as "trailers" when keepTE is set.
 func h1FieldsToH2(h h1.Headers, keepTE bool, drop ...string) []hpack.HeaderField {
-	named := connectionNamed(h)
 	out := make([]hpack.HeaderField, 0, len(h))
 outer:
 	for _, f := range h {
 		name := h1.LowerName(f.Name)
-		if connectionSpecific(name) || named[name] {
+		if connectionSpecific(name) || h.HasToken("Connection", name) {
 			continue
 		}
 		for _, d := range drop {
@@ -211,15 +192,6 @@ func RequestToH2(r *h1.Request, scheme string) (*Request, error) {
 	}, nil
 }
 
-// canonicalH1Name spells an HTTP/2 (lowercase) field name for HTTP/1.1:
-// the RFC 6455 names for WebSocket fields, Title-Case otherwise.
-func canonicalH1Name(name string) string {
-	if c := h1.CanonicalName(name); c != name {
-		return c
-	}
-	return h1.TitleName(name)
-}
-
 // h2FieldsToH1 converts regular HTTP/2 fields to HTTP/1.1 ones, joining
 // split cookie fields with "; " (RFC 9113 §8.2.3) and dropping
 // connection-specific fields and the names in drop.
@@ -247,7 +219,7 @@ outer:
 			}
 			cookieAt = len(out)
 		}
-		out = append(out, h1.Header{Name: canonicalH1Name(name), Value: f.Value})
+		out = append(out, h1.Header{Name: h1.TitleName(name), Value: f.Value})
 	}
 	return out
 }

@@ -269,7 +269,7 @@ func h2RequestToH1(r *h2tunnel.Request) *h1.Request {
 		case "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te":
 			continue
 		}
-		hdr = append(hdr, h1.Header{Name: canonicalHeader(f.Name), Value: f.Value})
+		hdr = append(hdr, h1.Header{Name: h1.TitleName(f.Name), Value: f.Value})
 	}
 	return &h1.Request{Method: r.Method, Target: target, Proto: "HTTP/1.1", Headers: hdr}
 }
@@ -277,30 +277,18 @@ func h2RequestToH1(r *h2tunnel.Request) *h1.Request {
 // h1ResponseFieldsToH2 lowercases names and drops connection-specific fields.
 func h1ResponseFieldsToH2(h h1.Headers) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, len(h))
-	conn := h.Values("Connection")
 	for _, f := range h {
 		name := h1.LowerName(f.Name)
 		switch name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer":
 			continue
 		}
-		if namedByConnection(conn, name) {
+		if h.HasToken("Connection", name) {
 			continue
 		}
 		out = append(out, hpack.HeaderField{Name: name, Value: f.Value})
 	}
 	return out
-}
-
-func namedByConnection(conn []string, name string) bool {
-	for _, v := range conn {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), name) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func hasField(h []hpack.HeaderField, name string) bool {
@@ -310,24 +298,6 @@ func hasField(h []hpack.HeaderField, name string) bool {
 		}
 	}
 	return false
-}
-
-// canonicalHeader spells a lowercase HTTP/2 field name for HTTP/1.1:
-// RFC 6455's handshake fields as the RFC does, others in the usual
-// Title-Case form.
-func canonicalHeader(name string) string {
-	if c := h1.CanonicalName(name); c != name {
-		return c
-	}
-	b := []byte(name)
-	up := true
-	for i, c := range b {
-		if up && 'a' <= c && c <= 'z' {
-			b[i] = c - 'a' + 'A'
-		}
-		up = c == '-'
-	}
-	return string(b)
 }
 
 // copyChunkedFrom writes r to w in the chunked transfer coding.

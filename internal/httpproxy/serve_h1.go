@@ -60,11 +60,16 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 	for ctx.Err() == nil && !p.cfg.Drainer.Draining() {
 		_ = c.SetReadDeadline(time.Now().Add(wait))
 		wait = p.cfg.IdleTimeout
-		// A drain closes an idle keep-alive connection at once.
-		stopIdle := context.AfterFunc(p.cfg.Drainer.Context(), func() { _ = c.SetReadDeadline(time.Now()) })
-		_, err := br.Peek(1)
-		if !stopIdle() && err == nil {
-			_ = c.SetReadDeadline(time.Time{}) // drained as the request arrived: serve it, then close
+		// A drain closes an idle keep-alive connection at once. (No wait
+		// when the request's first bytes are in already, as they are on a
+		// new connection after protocol detection.)
+		var err error
+		if br.Buffered() == 0 {
+			stopIdle := context.AfterFunc(p.cfg.Drainer.Context(), func() { _ = c.SetReadDeadline(time.Now()) })
+			_, err = br.Peek(1)
+			if !stopIdle() && err == nil {
+				_ = c.SetReadDeadline(time.Time{}) // drained as the request arrived: serve it, then close
+			}
 		}
 		if err != nil {
 			return // idle, closed by the peer, or shutting down between requests
