@@ -135,6 +135,7 @@ func (cc *clientConn) openStream(ctx context.Context, req *Request, fields []hpa
 	cc.nextID += 2
 	st := newStream(cc.conn, id)
 	cc.streams[id] = st
+	cc.nstreams.Add(1)
 	w := cc.w
 	w.mu.Lock()
 	st.sendWin = w.initWin

@@ -2,6 +2,7 @@ package h2tunnel
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/wsmesh/wsmesh/internal/sockio"
 )
 
 // role is what differs between the client and the server end of a
@@ -68,6 +71,7 @@ type conn struct {
 
 	mu              sync.Mutex
 	streams         map[uint32]*stream
+	nstreams        atomic.Int32 // len(streams), read without mu by the writer
 	closed          bool
 	closeErr        error
 	goAwaySent      bool
@@ -95,9 +99,7 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, br *bufio.Reader, cs connSettings, log *slog.Logger) *conn {
-	if br == nil {
-		br = bufio.NewReaderSize(nc, 64<<10)
-	}
+	br = connReader(nc, br)
 	c := &conn{
 		nc:             nc,
 		br:             br,
@@ -149,6 +151,22 @@ func (c *conn) start() {
 		c.w.queue(ctrlFrame{kind: ctrlWindowUpdate, val: uint32(inc)}, false)
 	}
 	go c.w.run()
+}
+
+// connReader returns the reader of the read loop: a 64 KiB bufio.Reader
+// on nc, read with sockio's raw system calls when nc is a TCP socket. br,
+// when not nil, reads from nc and may hold bytes already; they are read
+// first. A br on anything but a TCP socket is used as it is.
+func connReader(nc net.Conn, br *bufio.Reader) *bufio.Reader {
+	rc := sockio.Wrap(nc)
+	if br == nil {
+		return bufio.NewReaderSize(rc, 64<<10)
+	}
+	if rc == nc {
+		return br
+	}
+	held, _ := br.Peek(br.Buffered())
+	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(held)), rc), 64<<10)
 }
 
 // serve is the read loop. It returns the cause of the connection's end.
@@ -490,6 +508,7 @@ func (c *conn) markClosed(st *stream) bool {
 	st.reset = true
 	st.closed = true
 	delete(c.streams, st.id)
+	c.nstreams.Add(-1)
 	return true
 }
 
@@ -533,6 +552,7 @@ func (c *conn) finishLocked(st *stream) bool {
 	}
 	st.closed = true
 	delete(c.streams, st.id)
+	c.nstreams.Add(-1)
 	return true
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/wsmesh/wsmesh/internal/sockio"
 )
 
 var errWriterClosed = errors.New("h2tunnel: connection closed")
@@ -82,7 +84,7 @@ func newWriter(c *conn, nc net.Conn, bufSize int, preface bool) *writer {
 	w := &writer{
 		c:        c,
 		nc:       nc,
-		bw:       bufio.NewWriterSize(nc, bufSize),
+		bw:       bufio.NewWriterSize(sockio.Wrap(nc), bufSize),
 		connWin:  65535,
 		maxFrame: 16384,
 		initWin:  65535,
@@ -411,8 +413,11 @@ func (w *writer) loop() error {
 //     copies first thing, and yields once before it flushes, so that the
 //     frames of every stream that is ready at about the same time leave in
 //     one write(2) (64 streams of 1 KiB ping-pong: ~23 frames per write
-//     instead of ~1.3). A lone stream pays one goroutine switch, not a
-//     wake-up round trip, since Write does not wait for it;
+//     instead of ~1.3). Such a Write pays one goroutine switch, not a
+//     wake-up round trip, since it does not wait for the writer. On the
+//     connection's only open stream, with the writer idle, there is
+//     nothing to gather: the Write writes the frame to the socket itself
+//     (flushSide) and returns after that;
 //   - a larger p that fits in one frame, when the writer is idle and
 //     nothing is queued, is written and flushed by the caller itself.
 //
@@ -428,11 +433,23 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 		st.sendWin -= n
 		w.connWin -= n
 		w.side = appendDataFrame(w.side, st.id, p)
-		idle := !w.writing // else the owner of bw looks at side before letting go
-		w.mu.Unlock()
-		if idle {
-			w.signal()
+		if w.writing {
+			// The owner of bw looks at side before letting go.
+			w.mu.Unlock()
+			return true, nil
 		}
+		if loneWrites.Load() && w.c.nstreams.Load() == 1 {
+			// No other stream to gather frames with: write now, without
+			// a hand-off to the writer goroutine.
+			w.writing = true
+			w.mu.Unlock()
+			if err := w.flushSide(); err != nil {
+				return true, connLost(err)
+			}
+			return true, nil
+		}
+		w.mu.Unlock()
+		w.signal()
 		return true, nil
 	}
 	if w.writing || w.readyLen() > 0 || len(w.side) > 0 {
@@ -458,6 +475,35 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 		w.signal() // work queued meanwhile waited for us
 	}
 	return true, nil
+}
+
+// flushSide writes the frames copied into w.side to the socket on the
+// calling goroutine, which has just set w.writing (it owns bw), and then
+// lets go of bw, waking the writer goroutine when anything was queued or
+// copied meanwhile. A write error kills the writer.
+func (w *writer) flushSide() error {
+	w.mu.Lock()
+	side := w.side
+	w.side = w.sideSpare[:0]
+	w.sideSpare = nil
+	w.mu.Unlock()
+	_, err := w.bw.Write(side)
+	if err == nil {
+		err = w.bw.Flush()
+	}
+	w.mu.Lock()
+	w.sideSpare = side[:0]
+	w.writing = false
+	more := len(w.side) > 0 || len(w.ctrl) > 0 || w.readyLen() > 0 || w.closing || w.stopped
+	w.mu.Unlock()
+	if err != nil {
+		w.kill(err)
+		return err
+	}
+	if more {
+		w.signal()
+	}
+	return nil
 }
 
 const frameHeaderLen = 9
@@ -563,7 +609,17 @@ var directWrites = true
 // socket; larger ones are not copied (direct or through the writer).
 var coalesceWrites atomic.Bool
 
-func init() { coalesceWrites.Store(true) }
+// loneWrites makes a small Write on a connection's only open stream
+// write its frame itself when the writer is idle (flushSide) instead of
+// handing it to the writer goroutine: with one stream there are no other
+// frames to gather, and the hand-off (waking the writer, its yield) only
+// adds to the message's latency.
+var loneWrites atomic.Bool
+
+func init() {
+	coalesceWrites.Store(true)
+	loneWrites.Store(true)
+}
 
 const (
 	maxCopiedWrite = 16 << 10

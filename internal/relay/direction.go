@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsmesh/wsmesh/internal/sockio"
 	"github.com/wsmesh/wsmesh/internal/wsobserve"
 )
 
@@ -153,6 +154,38 @@ func (d *direction) evicted(err error) bool {
 	return true
 }
 
+// write writes p to dst: with wr when dst is a TCP socket (see
+// newDstWriter), else with dst's Write.
+func (d *direction) write(p []byte, wr *sockio.Writer) (int, error) {
+	if wr != nil {
+		return wr.Write(p)
+	}
+	return d.dst.Write(p)
+}
+
+// newDstWriter returns a raw writer for dst when it is a TCP socket, for
+// the copy loop's writes; nil otherwise.
+func (d *direction) newDstWriter() *sockio.Writer {
+	if rc := rawConnOf(d.dst); rc != nil {
+		return sockio.NewWriter(rc)
+	}
+	return nil
+}
+
+// rawConnOf returns c's RawConn when c is a TCP socket, whose reads and
+// writes the relay makes with sockio's raw system calls; nil otherwise.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
 func (d *direction) other() Side {
 	if d.srcSide == SideDownstream {
 		return SideUpstream
@@ -255,7 +288,7 @@ func (d *direction) injectLocked() {
 // boundary to write a pending close frame, and dropping what follows it.
 // It reports whether src's close frame has now been seen after our close
 // frame went out (the handshake is complete on this side).
-func (d *direction) writeChunk(p []byte) (done bool, err error) {
+func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for len(p) > 0 {
@@ -286,7 +319,7 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 		if d.obs != nil {
 			d.obs.Feed(p[:k])
 		}
-		if _, werr := d.dst.Write(p[:k]); werr != nil {
+		if _, werr := d.write(p[:k], wr); werr != nil {
 			return false, &SideError{d.other(), "write", werr}
 		}
 		d.wrote(k)
@@ -300,13 +333,14 @@ func (d *direction) writeChunk(p []byte) (done bool, err error) {
 
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
+	wr := d.newDstWriter()
 	if sc, ok := d.src.(syscall.Conn); ok && d.r.bufSize == DefaultBufferSize {
 		if rc, err := sc.SyscallConn(); err == nil {
-			return d.rawCopy(rc)
+			return d.rawCopy(rc, wr)
 		}
 	}
 	if w, ok := d.src.(readWaiter); ok && d.r.bufSize == DefaultBufferSize {
-		return d.waitCopy(w)
+		return d.waitCopy(w, wr)
 	}
 	var buf []byte
 	if d.r.bufSize == DefaultBufferSize {
@@ -319,7 +353,7 @@ func (d *direction) bufferCopy() error {
 	for {
 		n, rerr := d.src.Read(buf)
 		if n > 0 {
-			done, werr := d.writeChunk(buf[:n])
+			done, werr := d.writeChunk(buf[:n], wr)
 			if werr != nil {
 				return werr
 			}
@@ -339,35 +373,16 @@ func (d *direction) bufferCopy() error {
 // rawCopy is bufferCopy for a socket: it takes a pooled buffer only while a
 // read is being tried and gives it back before waiting for the next bytes,
 // so an idle relay (most WebSockets, most of the time) holds no buffer.
-// The read is the one net.Conn.Read would make; nothing is added per chunk.
-func (d *direction) rawCopy(rc syscall.RawConn) error {
+// The read is the one net.Conn.Read would make, as a raw system call
+// (sockio.Read); nothing is added per chunk.
+func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
+	x := &rawRead{d: d}
+	x.fn = x.try
 	for {
-		var bp *[]byte
-		var n int
-		var rerr error
-		parkNow := false
-		err := rc.Read(func(fd uintptr) bool {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			for {
-				n, rerr = syscall.Read(int(fd), *bp)
-				if rerr != syscall.EINTR {
-					break
-				}
-			}
-			if rerr == syscall.EAGAIN {
-				bufPool.Put(bp)
-				bp = nil
-				if d.parkable && !d.waited {
-					parkNow = true
-					return true
-				}
-				return false // wait until readable, holding no buffer
-			}
-			return true
-		})
-		if parkNow {
+		x.bp, x.n, x.err, x.parkNow = nil, 0, nil, false
+		err := rc.Read(x.fn)
+		bp, n := x.bp, x.n
+		if x.parkNow {
 			d.waited = true
 			if d.parkSocket(rc) {
 				return errParked
@@ -375,7 +390,7 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 			continue
 		}
 		if err == nil {
-			err = rerr
+			err = x.err
 		}
 		if err != nil || n <= 0 {
 			if bp != nil {
@@ -392,17 +407,45 @@ func (d *direction) rawCopy(rc syscall.RawConn) error {
 			}
 			return &SideError{d.srcSide, "read", err}
 		}
-		if stop, err := d.deliver(bp, n); stop {
+		if stop, err := d.deliver(bp, n, wr); stop {
 			return err
 		}
 	}
 }
 
+// rawRead is rawCopy's read attempt, made once per run so that the
+// callback given to RawConn.Read allocates nothing per read.
+type rawRead struct {
+	d       *direction
+	bp      *[]byte // the pooled buffer holding the bytes read
+	n       int
+	err     error
+	parkNow bool                  // the first wait: park instead
+	fn      func(fd uintptr) bool // x.try
+}
+
+func (x *rawRead) try(fd uintptr) bool {
+	if x.bp == nil {
+		x.bp = bufPool.Get().(*[]byte)
+	}
+	x.n, x.err = sockio.Read(fd, *x.bp)
+	if x.err == syscall.EAGAIN {
+		bufPool.Put(x.bp)
+		x.bp = nil
+		if x.d.parkable && !x.d.waited {
+			x.parkNow = true
+			return true
+		}
+		return false // wait until readable, holding no buffer
+	}
+	return true
+}
+
 // deliver writes the n bytes read into the pooled buffer bp and returns
 // it to the pool. It reports whether the copy must stop, and with what
 // (nil: the close handshake finished after going away).
-func (d *direction) deliver(bp *[]byte, n int) (stop bool, err error) {
-	done, werr := d.writeChunk((*bp)[:n])
+func (d *direction) deliver(bp *[]byte, n int, wr *sockio.Writer) (stop bool, err error) {
+	done, werr := d.writeChunk((*bp)[:n], wr)
 	bufPool.Put(bp)
 	return done || werr != nil, werr
 }
@@ -426,7 +469,7 @@ type ReadNotifier interface {
 
 // waitCopy is bufferCopy for a readWaiter: like rawCopy, it holds a pooled
 // buffer only while bytes are there to read.
-func (d *direction) waitCopy(w readWaiter) error {
+func (d *direction) waitCopy(w readWaiter, wr *sockio.Writer) error {
 	for {
 		if d.parkable && !d.waited {
 			d.waited = true
@@ -446,7 +489,7 @@ func (d *direction) waitCopy(w readWaiter) error {
 		bp := bufPool.Get().(*[]byte)
 		n, rerr := d.src.Read(*bp)
 		if n > 0 {
-			if stop, err := d.deliver(bp, n); stop {
+			if stop, err := d.deliver(bp, n, wr); stop {
 				return err
 			}
 		} else {

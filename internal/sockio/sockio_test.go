@@ -1,0 +1,179 @@
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+func TestWrapOnlyTCP(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Error("a net.Pipe end was wrapped")
+	}
+	x, _ := tcpPair(t)
+	if _, ok := Wrap(x).(*Conn); !ok {
+		t.Error("a TCP socket was not wrapped")
+	}
+}
+
+func TestReadEAGAIN(t *testing.T) {
+	a, _ := tcpPair(t)
+	rc, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rerr error
+	if err := rc.Control(func(fd uintptr) { _, rerr = Read(fd, make([]byte, 8)) }); err != nil {
+		t.Fatal(err)
+	}
+	if rerr != syscall.EAGAIN {
+		t.Fatalf("read on an empty socket: %v, want EAGAIN", rerr)
+	}
+}
+
+// TestConnRoundTrip: bytes written with a Writer arrive through a Reader,
+// including more than the socket buffers hold (Write must wait for the
+// reader rather than fail with EAGAIN); then EOF after the peer's
+// half-close.
+func TestConnRoundTrip(t *testing.T) {
+	a, b := tcpPair(t)
+	a.SetWriteBuffer(16 << 10)
+	b.SetReadBuffer(16 << 10)
+	wa, wb := Wrap(a), Wrap(b)
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	errc := make(chan error, 1)
+	go func() {
+		n, err := wa.Write(msg)
+		if err == nil && n != len(msg) {
+			err = io.ErrShortWrite
+		}
+		if err == nil {
+			err = a.CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(wb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("got %d bytes, sent %d (or they differ)", len(got), len(msg))
+	}
+	if n, err := wb.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read after EOF: %d, %v", n, err)
+	}
+}
+
+// TestConnDeadlinesAndClose: a read waiting for bytes ends at its
+// deadline or when the socket is closed, as net.Conn's would.
+func TestConnDeadlinesAndClose(t *testing.T) {
+	a, _ := tcpPair(t)
+	wa := Wrap(a)
+	a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := wa.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v", err)
+	}
+	a.SetReadDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := wa.Read(make([]byte, 8))
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	a.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed socket: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read did not end when the socket was closed")
+	}
+	if _, err := wa.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on a closed socket: %v", err)
+	}
+}
+
+// TestWriteResetPeer: a write to a socket the peer reset reports the
+// system call error, as *os.SyscallError.
+func TestWriteResetPeer(t *testing.T) {
+	a, b := tcpPair(t)
+	b.SetLinger(0)
+	b.Close()
+	wa := Wrap(a)
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = wa.Write([]byte("hello"))
+		time.Sleep(time.Millisecond)
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		t.Fatalf("write to a reset peer: %v", err)
+	}
+}
+
+// TestNoAllocations checks that a Reader and a Writer allocate nothing per
+// call: a relay makes one of each per message.
+func TestNoAllocations(t *testing.T) {
+	a, b := tcpPair(t)
+	ra, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := b.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, r := NewWriter(ra), NewReader(rb)
+	msg, buf := []byte("0123456789abcdef"), make([]byte, 64)
+	if n := testing.AllocsPerRun(200, func() {
+		if _, err := w.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msg); {
+			n, err := r.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per write and read", n)
+	}
+}
