@@ -166,24 +166,10 @@ func (d *direction) write(p []byte, wr *sockio.Writer) (int, error) {
 // newDstWriter returns a raw writer for dst when it is a TCP socket, for
 // the copy loop's writes; nil otherwise.
 func (d *direction) newDstWriter() *sockio.Writer {
-	if rc := rawConnOf(d.dst); rc != nil {
+	if rc := sockio.RawConnOf(d.dst); rc != nil {
 		return sockio.NewWriter(rc)
 	}
 	return nil
-}
-
-// rawConnOf returns c's RawConn when c is a TCP socket, whose reads and
-// writes the relay makes with sockio's raw system calls; nil otherwise.
-func rawConnOf(c net.Conn) syscall.RawConn {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
 }
 
 func (d *direction) other() Side {

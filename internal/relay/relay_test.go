@@ -675,27 +675,3 @@ func TestUpstreamLossSendsBadGatewayClose(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 }
-
-// TestRawConnOf: writes to a TCP socket go through sockio (a RawConn is
-// kept for them); anything else is written with its own Write.
-func TestRawConnOf(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if rawConnOf(a) != nil {
-		t.Error("a net.Pipe end got a RawConn")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if rawConnOf(c) == nil {
-		t.Error("a TCP socket got no RawConn")
-	}
-}

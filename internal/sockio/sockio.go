@@ -138,15 +138,25 @@ type Conn struct {
 
 // Wrap returns c as a *Conn when it is a TCP socket, and c otherwise.
 func Wrap(c net.Conn) net.Conn {
+	rc := RawConnOf(c)
+	if rc == nil {
+		return c
+	}
+	return &Conn{TCPConn: c.(*net.TCPConn), r: NewReader(rc), w: NewWriter(rc)}
+}
+
+// RawConnOf returns c's RawConn when c is a TCP socket (non-blocking, as
+// every socket of package net is), and nil otherwise.
+func RawConnOf(c net.Conn) syscall.RawConn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return c
+		return nil
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return c
+		return nil
 	}
-	return &Conn{TCPConn: tc, r: NewReader(rc), w: NewWriter(rc)}
+	return rc
 }
 
 // Read reads from c's socket (see Reader).
