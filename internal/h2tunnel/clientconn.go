@@ -147,6 +147,7 @@ func (cc *clientConn) openStream(ctx context.Context, req *Request, fields []hpa
 	w.mu.Unlock()
 	if !ok {
 		delete(cc.streams, id)
+		cc.nstreams.Add(-1)
 		cc.mu.Unlock()
 		cc.p.markDead(cc)
 		cc.p.release(cc)

@@ -102,6 +102,19 @@ func TestLoneStreamWritesItself(t *testing.T) {
 	}
 	echo(st)
 
+	// Under a write deadline the Write leaves the socket to the writer: a
+	// blocked socket write of its own would not end at the deadline.
+	st.SetWriteDeadline(time.Now().Add(time.Minute))
+	hc.shut()
+	returned, done = writeReturns(t, st, 2*time.Second)
+	hc.open()
+	if !returned {
+		<-done
+		t.Fatal("under a write deadline, a lone stream's Write waited for the socket")
+	}
+	echo(st)
+	st.SetWriteDeadline(time.Time{})
+
 	st2, err := p.RoundTrip(context.Background(), ts.addr, wsRequest(ts.addr))
 	if err != nil {
 		t.Fatal(err)

@@ -442,6 +442,13 @@ func (d *deadline) set(t time.Time) {
 	}
 }
 
+// isSet reports whether a deadline is set, passed or not.
+func (d *deadline) isSet() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.timer != nil || (d.cancel != nil && isClosed(d.cancel))
+}
+
 // wait returns a channel closed when the deadline passes (nil: no
 // deadline is set, and one set later is not seen).
 func (d *deadline) wait() chan struct{} {

@@ -438,9 +438,11 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 			w.mu.Unlock()
 			return true, nil
 		}
-		if loneWrites.Load() && w.c.nstreams.Load() == 1 {
+		if loneWrites.Load() && w.c.nstreams.Load() == 1 && !st.wdl.isSet() {
 			// No other stream to gather frames with: write now, without
-			// a hand-off to the writer goroutine.
+			// a hand-off to the writer goroutine. (Not under a write
+			// deadline: a socket write can block, and only the writer
+			// path lets the deadline end the Write.)
 			w.writing = true
 			w.mu.Unlock()
 			if err := w.flushSide(); err != nil {
@@ -452,8 +454,8 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 		w.signal()
 		return true, nil
 	}
-	if w.writing || w.readyLen() > 0 || len(w.side) > 0 {
-		return false, nil
+	if w.writing || w.readyLen() > 0 || len(w.side) > 0 || st.wdl.isSet() {
+		return false, nil // the writer's turn, or a deadline to honour
 	}
 	st.sendWin -= n
 	w.connWin -= n

@@ -64,7 +64,9 @@ func (w *ctxWatch) fire(ctx context.Context, g *ctxGroup) {
 	g.relays = nil
 	w.mu.Unlock()
 	for _, r := range relays {
-		r.onCtxDone()
+		// Each on its own goroutine: one relay whose lock is held by a
+		// write to a stalled peer must not hold up the others.
+		go r.onCtxDone()
 	}
 }
 

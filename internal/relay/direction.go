@@ -166,10 +166,7 @@ func (d *direction) write(p []byte, wr *sockio.Writer) (int, error) {
 // newDstWriter returns a raw writer for dst when it is a TCP socket, for
 // the copy loop's writes; nil otherwise.
 func (d *direction) newDstWriter() *sockio.Writer {
-	if rc := sockio.RawConnOf(d.dst); rc != nil {
-		return sockio.NewWriter(rc)
-	}
-	return nil
+	return sockio.NewWriter(d.dst)
 }
 
 func (d *direction) other() Side {

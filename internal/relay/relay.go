@@ -54,8 +54,9 @@ type Options struct {
 
 	// Observe feeds each direction to a wsobserve.Observer (Result.Down and
 	// Result.Up). DownObserver and UpObserver, when set, are used instead of
-	// fresh ones, so a caller can read them while the relay runs; setting
-	// either implies Observe.
+	// fresh ones, so a caller can read what an Observer publishes (bytes,
+	// last activity, close frame, violation) while the relay runs, and the
+	// rest once it ended; setting either implies Observe.
 	Observe                  bool
 	DownObserver, UpObserver *wsobserve.Observer
 	// PerMessageDeflate is passed to fresh observers (see

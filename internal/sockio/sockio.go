@@ -31,37 +31,41 @@ func Read(fd uintptr, p []byte) (int, error) {
 	}
 }
 
-// Writer writes to the socket behind a syscall.RawConn with raw write(2)
-// calls, waiting for the socket to become writable when its buffer is full.
-// It allocates nothing per write. A Writer serves one goroutine at a time.
+// Writer writes to a TCP socket with raw write(2) calls, waiting for the
+// socket to become writable when its buffer is full. It allocates nothing
+// per write. A Writer serves one goroutine at a time.
 type Writer struct {
-	rc  syscall.RawConn
+	op  opErrors
 	p   []byte
 	n   int
 	err error
 	fn  func(fd uintptr) bool // w.try, made once
 }
 
-// NewWriter returns a Writer for the socket behind rc, which must be
-// non-blocking (as every socket of package net is).
-func NewWriter(rc syscall.RawConn) *Writer {
-	w := &Writer{rc: rc}
+// NewWriter returns a Writer for c when c is a TCP socket, and nil
+// otherwise.
+func NewWriter(c net.Conn) *Writer {
+	op, ok := newOpErrors(c)
+	if !ok {
+		return nil
+	}
+	w := &Writer{op: op}
 	w.fn = w.try
 	return w
 }
 
-// Write writes all of p. Errors are those of net.Conn.Write without the
-// *net.OpError wrapping: deadline and closed-connection errors from the
-// RawConn, and system call errors as *os.SyscallError.
+// Write writes all of p. Its errors are those of net.Conn.Write:
+// *net.OpError with Op "write", wrapping the deadline, closed-connection
+// or system call error (as *os.SyscallError).
 func (w *Writer) Write(p []byte) (int, error) {
 	w.p, w.n, w.err = p, 0, nil
-	err := w.rc.Write(w.fn)
+	err := w.op.rc.Write(w.fn)
 	n := w.n
-	if err == nil {
-		err = w.err
+	if err == nil && w.err != nil {
+		err = w.op.wrap("write", w.err)
 	}
 	w.p, w.err = nil, nil
-	return n, err
+	return n, w.op.rename(err, "raw-write", "write")
 }
 
 func (w *Writer) try(fd uintptr) bool {
@@ -74,47 +78,52 @@ func (w *Writer) try(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		default:
-			w.err = os.NewSyscallError("write", e)
+			w.err = e
 			return true
 		}
 	}
 	return true
 }
 
-// Reader reads from the socket behind a syscall.RawConn with raw read(2)
-// calls, waiting until bytes, the end of the stream or an error are there:
-// net.Conn.Read without a system-call transition. It allocates nothing per
-// read. A Reader serves one goroutine at a time.
+// Reader reads from a TCP socket with raw read(2) calls, waiting until
+// bytes, the end of the stream or an error are there: net.Conn.Read
+// without a system-call transition. It allocates nothing per read. A
+// Reader serves one goroutine at a time.
 type Reader struct {
-	rc  syscall.RawConn
+	op  opErrors
 	p   []byte
 	n   int
 	err error
 	fn  func(fd uintptr) bool // r.try, made once
 }
 
-// NewReader returns a Reader for the socket behind rc, which must be
-// non-blocking.
-func NewReader(rc syscall.RawConn) *Reader {
-	r := &Reader{rc: rc}
+// NewReader returns a Reader for c when c is a TCP socket, and nil
+// otherwise.
+func NewReader(c net.Conn) *Reader {
+	op, ok := newOpErrors(c)
+	if !ok {
+		return nil
+	}
+	r := &Reader{op: op}
 	r.fn = r.try
 	return r
 }
 
-// Read reads into p; io.EOF at the end of the stream.
+// Read reads into p; io.EOF at the end of the stream. Other errors are
+// those of net.Conn.Read (*net.OpError with Op "read").
 func (r *Reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	r.p, r.n, r.err = p, 0, nil
-	err := r.rc.Read(r.fn)
+	err := r.op.rc.Read(r.fn)
 	n, rerr := r.n, r.err
 	r.p, r.err = nil, nil
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, r.op.rename(err, "raw-read", "read")
 	case rerr != nil:
-		return 0, os.NewSyscallError("read", rerr)
+		return 0, r.op.wrap("read", rerr)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -124,6 +133,37 @@ func (r *Reader) Read(p []byte) (int, error) {
 func (r *Reader) try(fd uintptr) bool {
 	r.n, r.err = Read(fd, r.p)
 	return r.err != syscall.EAGAIN
+}
+
+// opErrors is a socket's RawConn and what its errors name, so that they
+// read as net.Conn's do (the access log shows them).
+type opErrors struct {
+	rc            syscall.RawConn
+	local, remote net.Addr
+}
+
+func newOpErrors(c net.Conn) (opErrors, bool) {
+	rc := RawConnOf(c)
+	if rc == nil {
+		return opErrors{}, false
+	}
+	return opErrors{rc: rc, local: c.LocalAddr(), remote: c.RemoteAddr()}, true
+}
+
+// wrap returns the system call error e as net.Conn's Read or Write would.
+func (o *opErrors) wrap(op string, e error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: o.local, Addr: o.remote, Err: os.NewSyscallError(op, e)}
+}
+
+// rename gives an error of the RawConn (a deadline, a closed connection)
+// the Op net.Conn's Read or Write would have given it.
+func (o *opErrors) rename(err error, from, to string) error {
+	if oe, ok := err.(*net.OpError); ok && oe.Op == from {
+		e := *oe
+		e.Op = to
+		return &e
+	}
+	return err
 }
 
 // Conn reads and writes a TCP socket with a Reader and a Writer. Other
@@ -138,11 +178,11 @@ type Conn struct {
 
 // Wrap returns c as a *Conn when it is a TCP socket, and c otherwise.
 func Wrap(c net.Conn) net.Conn {
-	rc := RawConnOf(c)
-	if rc == nil {
+	r, w := NewReader(c), NewWriter(c)
+	if r == nil || w == nil {
 		return c
 	}
-	return &Conn{TCPConn: c.(*net.TCPConn), r: NewReader(rc), w: NewWriter(rc)}
+	return &Conn{TCPConn: c.(*net.TCPConn), r: r, w: w}
 }
 
 // RawConnOf returns c's RawConn when c is a TCP socket (non-blocking, as

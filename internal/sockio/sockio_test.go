@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -152,15 +153,7 @@ func TestWriteResetPeer(t *testing.T) {
 // call: a relay makes one of each per message.
 func TestNoAllocations(t *testing.T) {
 	a, b := tcpPair(t)
-	ra, err := a.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := b.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, r := NewWriter(ra), NewReader(rb)
+	w, r := NewWriter(a), NewReader(b)
 	msg, buf := []byte("0123456789abcdef"), make([]byte, 64)
 	if n := testing.AllocsPerRun(200, func() {
 		if _, err := w.Write(msg); err != nil {
@@ -175,5 +168,35 @@ func TestNoAllocations(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Fatalf("%v allocations per write and read", n)
+	}
+}
+
+// TestErrorsReadAsNetConns: errors name the operation and the socket's
+// addresses as net.Conn's do, and still match with errors.Is.
+func TestErrorsReadAsNetConns(t *testing.T) {
+	a, b := tcpPair(t)
+	w, r := NewWriter(a), NewReader(b)
+	_ = b.SetReadDeadline(time.Now().Add(-time.Second))
+	_, err := r.Read(make([]byte, 8))
+	var oe *net.OpError
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "read" || oe.Addr.String() != b.RemoteAddr().String() {
+		t.Fatalf("read past deadline: %#v", err)
+	}
+	b.SetLinger(0)
+	b.Close() // a reset: a write fails in the kernel
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ {
+		_, werr = w.Write([]byte("x"))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !errors.As(werr, &oe) || oe.Op != "write" || oe.Source.String() != a.LocalAddr().String() {
+		t.Fatalf("write to a reset socket: %#v", werr)
+	}
+	var se *os.SyscallError
+	if !errors.As(werr, &se) || !(errors.Is(werr, syscall.ECONNRESET) || errors.Is(werr, syscall.EPIPE)) {
+		t.Fatalf("write to a reset socket: %v, want a reset or broken pipe", werr)
+	}
+	if want := "write tcp " + a.LocalAddr().String() + "->" + a.RemoteAddr().String() + ": "; !strings.HasPrefix(werr.Error(), want) {
+		t.Fatalf("error text %q, want it to start %q", werr.Error(), want)
 	}
 }
