@@ -105,13 +105,7 @@ func TestLoneStreamWritesItself(t *testing.T) {
 	// Under a write deadline the Write leaves the socket to the writer: a
 	// blocked socket write of its own would not end at the deadline.
 	st.SetWriteDeadline(time.Now().Add(time.Minute))
-	hc.shut()
-	returned, done = writeReturns(t, st, 2*time.Second)
-	hc.open()
-	if !returned {
-		<-done
-		t.Fatal("under a write deadline, a lone stream's Write waited for the socket")
-	}
+	mustReturnWhileHeld(t, hc, st, "under a write deadline, a lone stream's Write waited for the socket")
 	echo(st)
 	st.SetWriteDeadline(time.Time{})
 
@@ -121,13 +115,20 @@ func TestLoneStreamWritesItself(t *testing.T) {
 	}
 	defer st2.Close()
 	time.Sleep(50 * time.Millisecond)
+	mustReturnWhileHeld(t, hc, st, "with two streams open, a small Write waited for the socket")
+	echo(st)
+	st.Close()
+}
+
+// mustReturnWhileHeld fails the test with msg unless a small Write on st
+// returns while hc holds the connection's writes.
+func mustReturnWhileHeld(t *testing.T, hc *heldConn, st *Stream, msg string) {
+	t.Helper()
 	hc.shut()
-	returned, done = writeReturns(t, st, 2*time.Second)
+	returned, done := writeReturns(t, st, 2*time.Second)
 	hc.open()
 	if !returned {
 		<-done
-		t.Fatal("with two streams open, a small Write waited for the socket")
+		t.Fatal(msg)
 	}
-	echo(st)
-	st.Close()
 }
