@@ -236,10 +236,11 @@ func (c *conn) streamError(id uint32, code http2.ErrCode) error {
 	c.mu.Lock()
 	st := c.streams[id]
 	c.mu.Unlock()
-	if st != nil {
-		c.resetStream(st, code, &StreamError{StreamID: id, Code: code})
+	if st != nil && c.resetStream(st, code, &StreamError{StreamID: id, Code: code}) {
 		return nil
 	}
+	// No such stream, or it closed meanwhile (its last frame was just
+	// written): the peer still hears of its error.
 	c.rememberReset(id)
 	if !c.w.queue(ctrlFrame{kind: ctrlRST, streamID: id, code: code}, true) {
 		return c.flood("RST_STREAM")
@@ -478,15 +479,16 @@ func (c *conn) onRST(f *http2.RSTStreamFrame) error {
 }
 
 // resetStream sends RST_STREAM with code and fails st with err.
-func (c *conn) resetStream(st *stream, code http2.ErrCode, err error) {
+func (c *conn) resetStream(st *stream, code http2.ErrCode, err error) bool {
 	if !c.markClosed(st) {
-		return
+		return false
 	}
 	c.rememberReset(st.id)
 	// Queue the RST before the close callbacks, which may start closing
 	// the connection.
 	c.w.queue(ctrlFrame{kind: ctrlRST, streamID: st.id, code: code}, false)
 	c.failClosed(st, err)
+	return true
 }
 
 // closeStream removes a stream ended by a reset or by the connection's end

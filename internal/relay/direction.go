@@ -81,6 +81,9 @@ func (d *direction) run() {
 	d.mu.Unlock()
 	d.state.Store(stateDone)
 	if d.err == nil {
+		// Record who ended first before the peer hears of it: its answer
+		// (closing its side) must find this EOF already counted first.
+		d.r.noteEOF(d.srcSide)
 		if cw, ok := d.dst.(closeWriter); ok {
 			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
 		} else {

@@ -442,16 +442,23 @@ func (r *relayState) farewellLocked(failed Side) bool {
 	return r.d2u.sayGoodbye(wsobserve.CloseFrame(wsobserve.CloseGoingAway, "downstream connection lost", true))
 }
 
+// noteEOF records that side's stream ended cleanly, unless another did
+// before or the relay is closing.
+func (r *relayState) noteEOF(side Side) {
+	r.mu.Lock()
+	if r.res.FirstEOF == SideNone && !r.closed {
+		r.res.FirstEOF = side
+	}
+	r.mu.Unlock()
+}
+
 // directionDone runs when d's copy has returned: it decides whether the
 // other direction goes on, and finishes the relay after the second.
 func (r *relayState) directionDone(d *direction) {
 	r.mu.Lock()
 	r.pending--
 	switch {
-	case d.err == nil:
-		if r.res.FirstEOF == SideNone && !r.closed {
-			r.res.FirstEOF = d.srcSide
-		}
+	case d.err == nil: // FirstEOF was noted before the half-close went out
 		if d.noHalfOpen {
 			r.closeBothLocked()
 		}
