@@ -53,23 +53,28 @@ func LowerName(name string) string {
 		return strings.ToLower(name)
 	}
 	var buf [maxCommonName]byte
-	b := buf[:len(name)]
-	upper := false
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-			upper = true
-		}
-		b[i] = c
-	}
-	if !upper {
+	b := lowerInto(&buf, name)
+	if string(b) == name {
 		return name
 	}
 	if k, ok := lowerNames[string(b)]; ok {
 		return k
 	}
 	return string(b)
+}
+
+// lowerInto writes name, at most maxCommonName bytes, in ASCII lowercase
+// into buf and returns that part of buf.
+func lowerInto(buf *[maxCommonName]byte, name string) []byte {
+	b := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return b
 }
 
 // TitleName spells a lowercase field name in Title-Case (each letter after

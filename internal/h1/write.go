@@ -8,32 +8,21 @@ import (
 
 // canonical spells the WebSocket handshake fields as RFC 6455 does, which
 // textproto's canonical form ("Sec-Websocket-Key") does not.
-var canonical = map[string]string{
-	"upgrade":                  "Upgrade",
-	"connection":               "Connection",
-	"host":                     "Host",
-	"sec-websocket-key":        "Sec-WebSocket-Key",
-	"sec-websocket-accept":     "Sec-WebSocket-Accept",
-	"sec-websocket-version":    "Sec-WebSocket-Version",
-	"sec-websocket-protocol":   "Sec-WebSocket-Protocol",
-	"sec-websocket-extensions": "Sec-WebSocket-Extensions",
-	"origin":                   "Origin",
-}
+var canonical = func() map[string]string {
+	m := make(map[string]string)
+	for _, k := range []string{"upgrade", "connection", "host", "sec-websocket-key", "sec-websocket-accept",
+		"sec-websocket-version", "sec-websocket-protocol", "sec-websocket-extensions", "origin"} {
+		m[k] = titleNames[k]
+	}
+	return m
+}()
 
 // CanonicalName returns the RFC spelling of the handshake fields above and
 // name unchanged otherwise.
 func CanonicalName(name string) string {
-	if len(name) <= 24 {
-		var buf [24]byte
-		b := buf[:len(name)]
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			b[i] = c
-		}
-		if c, ok := canonical[string(b)]; ok {
+	if len(name) <= maxCommonName {
+		var buf [maxCommonName]byte
+		if c, ok := canonical[string(lowerInto(&buf, name))]; ok {
 			return c
 		}
 	}

@@ -134,8 +134,7 @@ func (cc *clientConn) openStream(ctx context.Context, req *Request, fields []hpa
 	id := cc.nextID
 	cc.nextID += 2
 	st := newStream(cc.conn, id)
-	cc.streams[id] = st
-	cc.nstreams.Add(1)
+	cc.addStreamLocked(st)
 	w := cc.w
 	w.mu.Lock()
 	st.sendWin = w.initWin
@@ -146,8 +145,7 @@ func (cc *clientConn) openStream(ctx context.Context, req *Request, fields []hpa
 	ok := w.queueLocked(ctrlFrame{kind: ctrlHeaders, streamID: id, fields: fields, end: req.NoBody, st: st}, false)
 	w.mu.Unlock()
 	if !ok {
-		delete(cc.streams, id)
-		cc.nstreams.Add(-1)
+		cc.dropStreamLocked(id)
 		cc.mu.Unlock()
 		cc.p.markDead(cc)
 		cc.p.release(cc)

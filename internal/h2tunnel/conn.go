@@ -509,8 +509,7 @@ func (c *conn) markClosed(st *stream) bool {
 	}
 	st.reset = true
 	st.closed = true
-	delete(c.streams, st.id)
-	c.nstreams.Add(-1)
+	c.dropStreamLocked(st.id)
 	return true
 }
 
@@ -553,9 +552,20 @@ func (c *conn) finishLocked(st *stream) bool {
 		return false
 	}
 	st.closed = true
-	delete(c.streams, st.id)
-	c.nstreams.Add(-1)
+	c.dropStreamLocked(st.id)
 	return true
+}
+
+// addStreamLocked and dropStreamLocked change c.streams, and its length
+// that the writer reads without c.mu (nstreams). Called with c.mu held.
+func (c *conn) addStreamLocked(st *stream) {
+	c.streams[st.id] = st
+	c.nstreams.Add(1)
+}
+
+func (c *conn) dropStreamLocked(id uint32) {
+	delete(c.streams, id)
+	c.nstreams.Add(-1)
 }
 
 func (c *conn) streamDone(st *stream) {

@@ -338,8 +338,7 @@ func (sc *serverConn) onHeaders(hb *hdrBlock) error {
 	st.declLen = declLen
 	ss := &ServerStream{Request: req, s: st, sc: sc}
 	sc.mu.Lock()
-	sc.streams[id] = st
-	sc.nstreams.Add(1)
+	sc.addStreamLocked(st)
 	sc.w.mu.Lock()
 	st.sendWin = sc.w.initWin
 	sc.w.mu.Unlock()

@@ -159,9 +159,8 @@ func (p *Proxy) newRecord(c net.Conn, start time.Time) *accesslog.Record {
 }
 
 func addrString(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok && ta != nil {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	if ap, ok := tcpAddrPort(a); ok {
+		return ap.String()
 	}
 	if a == nil {
 		return ""
@@ -169,17 +168,26 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
+// tcpAddrPort returns a TCP address as a netip.AddrPort, an IPv4 address
+// unmapped as TCPAddr.String writes it.
+func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta == nil {
+		return netip.AddrPort{}, false
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
 // sharedAddrString is addrString for an address many connections share (a
 // listener's, or that of the HTTP/2 connection that carries many streams):
 // it returns the same string for the same address instead of a new one per
 // connection, which an idle WebSocket's access-log record would keep.
 func sharedAddrString(a net.Addr) string {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok || ta == nil {
+	ap, ok := tcpAddrPort(a)
+	if !ok {
 		return addrString(a)
 	}
-	ap := ta.AddrPort()
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	addrStrings.mu.Lock()
 	defer addrStrings.mu.Unlock()
 	if s, ok := addrStrings.m[ap]; ok {

@@ -157,19 +157,13 @@ func (d *direction) evicted(err error) bool {
 	return true
 }
 
-// write writes p to dst: with wr when dst is a TCP socket (see
-// newDstWriter), else with dst's Write.
+// write writes p to dst: with wr, the copy loop's raw writer, when dst is
+// a TCP socket (wr is not nil), else with dst's Write.
 func (d *direction) write(p []byte, wr *sockio.Writer) (int, error) {
 	if wr != nil {
 		return wr.Write(p)
 	}
 	return d.dst.Write(p)
-}
-
-// newDstWriter returns a raw writer for dst when it is a TCP socket, for
-// the copy loop's writes; nil otherwise.
-func (d *direction) newDstWriter() *sockio.Writer {
-	return sockio.NewWriter(d.dst)
 }
 
 func (d *direction) other() Side {
@@ -319,7 +313,7 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
-	wr := d.newDstWriter()
+	wr := sockio.NewWriter(d.dst) // nil unless dst is a TCP socket
 	if sc, ok := d.src.(syscall.Conn); ok && d.r.bufSize == DefaultBufferSize {
 		if rc, err := sc.SyscallConn(); err == nil {
 			return d.rawCopy(rc, wr)

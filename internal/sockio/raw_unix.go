@@ -7,24 +7,17 @@ import (
 	"unsafe"
 )
 
-func rawRead(fd uintptr, p []byte) (int, error) {
-	var ptr unsafe.Pointer
-	if len(p) > 0 {
-		ptr = unsafe.Pointer(&p[0])
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(ptr), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func rawRead(fd uintptr, p []byte) (int, error)  { return rawIO(syscall.SYS_READ, fd, p) }
+func rawWrite(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_WRITE, fd, p) }
 
-func rawWrite(fd uintptr, p []byte) (int, error) {
+// rawIO makes the read(2) or write(2) system call trap on fd with p,
+// without telling the scheduler (fd is non-blocking: the call never sleeps).
+func rawIO(trap, fd uintptr, p []byte) (int, error) {
 	var ptr unsafe.Pointer
 	if len(p) > 0 {
 		ptr = unsafe.Pointer(&p[0])
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(ptr), uintptr(len(p)))
+	n, _, e := syscall.RawSyscall(trap, fd, uintptr(ptr), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}
