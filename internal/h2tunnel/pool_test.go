@@ -283,13 +283,7 @@ func TestHalfClose(t *testing.T) {
 	}
 	st.CloseWrite()
 	// Wait for the stream to finish cleanly on both sides.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Endpoints[ts.addr].ActiveStreams != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("stream did not close")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, "stream did not close", func() bool { return p.Stats().Endpoints[ts.addr].ActiveStreams == 0 })
 	if ss := ts.srv.Stats(); ss.PeerResets != 0 {
 		t.Errorf("unexpected resets: %+v", ss)
 	}
@@ -476,13 +470,7 @@ func TestDeadlinesAndCancel(t *testing.T) {
 	}
 	st.Close()
 	// Closing the stream cancels the server's context (handler returns).
-	deadline := time.Now().Add(5 * time.Second)
-	for ts.srv.Stats().ActiveStreams != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("server stream still open")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, "server stream still open", func() bool { return ts.srv.Stats().ActiveStreams == 0 })
 	// A cancelled RoundTrip context resets the stream.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -508,18 +496,11 @@ func TestReadResponseCancelledAfterHead(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitUntil(t, time.Until(deadline), "no response head", func() bool {
 		st.s.mu.Lock()
-		in := st.s.headDone
-		st.s.mu.Unlock()
-		if in {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no response head")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer st.s.mu.Unlock()
+		return st.s.headDone
+	})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := st.ReadResponse(cctx); !errors.Is(err, context.Canceled) {
@@ -528,10 +509,5 @@ func TestReadResponseCancelledAfterHead(t *testing.T) {
 	if n, err := st.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("the stream was not reset: read %d bytes", n)
 	}
-	for ts.srv.Stats().ActiveStreams != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the server's stream stayed open: no RST_STREAM")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, time.Until(deadline), "the server's stream stayed open: no RST_STREAM", func() bool { return ts.srv.Stats().ActiveStreams == 0 })
 }

@@ -290,7 +290,7 @@ func TestContextEndingAtHandoffEndsRelayWithItsCause(t *testing.T) {
 	logs := &testutil.Lines{}
 	p := New(Config{Router: staticRouter{[]string{ln.Addr().String()}}, Access: accesslog.New(logs), ObserveWebSocket: true})
 	defer p.Close()
-	tc, proxySide := tcpPair(t)
+	tc, proxySide := testutil.TCPPair(t)
 	defer tc.Close()
 	go p.ServeH1(ctx, proxySide, bufio.NewReader(proxySide))
 	io.WriteString(tc, "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -303,28 +303,4 @@ func TestContextEndingAtHandoffEndsRelayWithItsCause(t *testing.T) {
 	if d, _ := r["connection_termination_details"].(string); !strings.Contains(d, "context canceled") {
 		t.Fatalf("relay ended with %q, want the context's cause", d)
 	}
-}
-
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	return a, b
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsmesh/wsmesh/internal/testutil"
 	"github.com/wsmesh/wsmesh/internal/wsobserve"
 )
 
@@ -56,36 +57,11 @@ type harness struct {
 	handle         Handle
 }
 
-// pair returns the two ends of a fresh loopback TCP connection.
-func pair(t testing.TB) (dialer, accepted *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() { c, err := ln.Accept(); ch <- res{c, err} }()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return d.(*net.TCPConn), r.c.(*net.TCPConn)
-}
-
 // setup connects the ends without starting the relay.
 func setup(t testing.TB, m mode) *harness {
 	t.Helper()
-	client, down := pair(t)
-	up, server := pair(t)
+	client, down := testutil.TCPPair(t)
+	up, server := testutil.TCPPair(t)
 	h := &harness{client: client, server: server, down: down, up: up, result: make(chan Result, 1)}
 	if m.wrap != nil {
 		h.down, h.up = m.wrap(down), m.wrap(up)

@@ -10,32 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
+	"github.com/wsmesh/wsmesh/internal/testutil"
+)
 
 func TestWrapOnlyTCP(t *testing.T) {
 	a, b := net.Pipe()
@@ -44,14 +21,14 @@ func TestWrapOnlyTCP(t *testing.T) {
 	if Wrap(a) != a {
 		t.Error("a net.Pipe end was wrapped")
 	}
-	x, _ := tcpPair(t)
+	x, _ := testutil.TCPPair(t)
 	if _, ok := Wrap(x).(*Conn); !ok {
 		t.Error("a TCP socket was not wrapped")
 	}
 }
 
 func TestReadEAGAIN(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := testutil.TCPPair(t)
 	rc, err := a.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +47,7 @@ func TestReadEAGAIN(t *testing.T) {
 // reader rather than fail with EAGAIN); then EOF after the peer's
 // half-close.
 func TestConnRoundTrip(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testutil.TCPPair(t)
 	a.SetWriteBuffer(16 << 10)
 	b.SetReadBuffer(16 << 10)
 	wa, wb := Wrap(a), Wrap(b)
@@ -104,7 +81,7 @@ func TestConnRoundTrip(t *testing.T) {
 // TestConnDeadlinesAndClose: a read waiting for bytes ends at its
 // deadline or when the socket is closed, as net.Conn's would.
 func TestConnDeadlinesAndClose(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := testutil.TCPPair(t)
 	wa := Wrap(a)
 	a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	if _, err := wa.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -134,7 +111,7 @@ func TestConnDeadlinesAndClose(t *testing.T) {
 // TestWriteResetPeer: a write to a socket the peer reset reports the
 // system call error, as *os.SyscallError.
 func TestWriteResetPeer(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testutil.TCPPair(t)
 	b.SetLinger(0)
 	b.Close()
 	wa := Wrap(a)
@@ -152,7 +129,7 @@ func TestWriteResetPeer(t *testing.T) {
 // TestNoAllocations checks that a Reader and a Writer allocate nothing per
 // call: a relay makes one of each per message.
 func TestNoAllocations(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testutil.TCPPair(t)
 	w, r := NewWriter(a), NewReader(b)
 	msg, buf := []byte("0123456789abcdef"), make([]byte, 64)
 	if n := testing.AllocsPerRun(200, func() {
@@ -174,7 +151,7 @@ func TestNoAllocations(t *testing.T) {
 // TestErrorsReadAsNetConns: errors name the operation and the socket's
 // addresses as net.Conn's do, and still match with errors.Is.
 func TestErrorsReadAsNetConns(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := testutil.TCPPair(t)
 	w, r := NewWriter(a), NewReader(b)
 	_ = b.SetReadDeadline(time.Now().Add(-time.Second))
 	_, err := r.Read(make([]byte, 8))
