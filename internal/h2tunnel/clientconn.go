@@ -238,8 +238,7 @@ func (cc *clientConn) onHeaders(hb *hdrBlock) error {
 		if st.rerr == nil {
 			st.rerr = io.EOF
 		}
-		st.mu.Unlock()
-		st.notifyRead()
+		st.unlockNotifyRead()
 		cc.remoteEnded(st)
 	}
 	return nil

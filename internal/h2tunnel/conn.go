@@ -734,8 +734,7 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 			st.rerr = io.EOF
 		}
 	}
-	st.mu.Unlock()
-	st.notifyRead()
+	st.unlockNotifyRead()
 	if padCredit > 0 {
 		c.consumed(id, int(padCredit), inc)
 	}

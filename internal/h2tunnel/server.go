@@ -405,8 +405,7 @@ func (sc *serverConn) trailers(st *stream, hb *hdrBlock) error {
 	if st.rerr == nil {
 		st.rerr = io.EOF
 	}
-	st.mu.Unlock()
-	st.notifyRead()
+	st.unlockNotifyRead()
 	sc.remoteEnded(st)
 	return nil
 }

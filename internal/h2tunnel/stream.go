@@ -33,7 +33,7 @@ type stream struct {
 	resp        *Response     // client: response head
 	headErr     error
 	rnotify     chan struct{} // made by the first Read that waits
-	onReadable  func()        // called once by the next notifyRead
+	onReadable  func()        // called once by the next unlockNotifyRead
 	rdl         deadline
 
 	// Send side, guarded by c.w.mu.
@@ -96,7 +96,7 @@ func (st *stream) endContext() {
 	}
 }
 
-// readWaitLocked returns the channel a reader waits on for notifyRead.
+// readWaitLocked returns the channel a reader waits on for unlockNotifyRead.
 // Called with st.mu held.
 func (st *stream) readWaitLocked() chan struct{} {
 	if st.rnotify == nil {
@@ -105,8 +105,10 @@ func (st *stream) readWaitLocked() chan struct{} {
 	return st.rnotify
 }
 
-func (st *stream) notifyRead() {
-	st.mu.Lock()
+// unlockNotifyRead releases st.mu, held by a caller that has just made a
+// read possible (bytes, the end of the stream, an error, Close), and wakes
+// the reader: a Read waiting on rnotify, or the readiness callback.
+func (st *stream) unlockNotifyRead() {
 	ch, f := st.rnotify, st.onReadable
 	st.onReadable = nil
 	st.mu.Unlock()
@@ -121,7 +123,7 @@ func (st *stream) notifyRead() {
 	}
 }
 
-// notifyReadable arranges for f to be called by the next notifyRead,
+// notifyReadable arranges for f to be called by the next unlockNotifyRead,
 // unless read would not block already (then it reports false).
 func (st *stream) notifyReadable(f func()) bool {
 	st.mu.Lock()
@@ -166,8 +168,7 @@ func (st *stream) failRecv(err error) {
 	if st.rerr == nil {
 		st.rerr = err
 	}
-	st.mu.Unlock()
-	st.notifyRead()
+	st.unlockNotifyRead()
 	st.setHead(nil, err)
 }
 
@@ -373,8 +374,7 @@ func (st *stream) close(code http2.ErrCode) error {
 	st.localClosed = true
 	dropped := st.buf.reset()
 	recvDone := st.recvEnd || st.rerr != nil
-	st.mu.Unlock()
-	st.notifyRead()
+	st.unlockNotifyRead()
 	if dropped > 0 {
 		st.c.consumed(0, dropped, 0)
 	}
