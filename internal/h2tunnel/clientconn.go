@@ -325,13 +325,13 @@ func (st *Stream) RemoteAddr() net.Addr { return st.s.c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
 func (st *Stream) SetDeadline(t time.Time) error {
-	st.s.rdl.set(t)
-	st.s.wdl.set(t)
+	st.s.dl.set(readDL, t)
+	st.s.dl.set(writeDL, t)
 	return nil
 }
 
 // SetReadDeadline bounds Read.
-func (st *Stream) SetReadDeadline(t time.Time) error { st.s.rdl.set(t); return nil }
+func (st *Stream) SetReadDeadline(t time.Time) error { st.s.dl.set(readDL, t); return nil }
 
 // SetWriteDeadline bounds Write.
-func (st *Stream) SetWriteDeadline(t time.Time) error { st.s.wdl.set(t); return nil }
+func (st *Stream) SetWriteDeadline(t time.Time) error { st.s.dl.set(writeDL, t); return nil }

@@ -589,13 +589,13 @@ func (ss *ServerStream) RemoteAddr() net.Addr { return ss.s.c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
 func (ss *ServerStream) SetDeadline(t time.Time) error {
-	ss.s.rdl.set(t)
-	ss.s.wdl.set(t)
+	ss.s.dl.set(readDL, t)
+	ss.s.dl.set(writeDL, t)
 	return nil
 }
 
 // SetReadDeadline bounds Read.
-func (ss *ServerStream) SetReadDeadline(t time.Time) error { ss.s.rdl.set(t); return nil }
+func (ss *ServerStream) SetReadDeadline(t time.Time) error { ss.s.dl.set(readDL, t); return nil }
 
 // SetWriteDeadline bounds Write.
-func (ss *ServerStream) SetWriteDeadline(t time.Time) error { ss.s.wdl.set(t); return nil }
+func (ss *ServerStream) SetWriteDeadline(t time.Time) error { ss.s.dl.set(writeDL, t); return nil }

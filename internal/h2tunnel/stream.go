@@ -17,50 +17,62 @@ type stream struct {
 	c  *conn
 	id uint32
 
-	// Receive side, guarded by mu.
-	mu          sync.Mutex
-	buf         dataBuf
-	recvAvail   int64 // bytes the peer may still send (stream window)
-	unacked     int64 // consumed, not yet returned by WINDOW_UPDATE
-	recvEnd     bool  // END_STREAM received
-	rerr        error // returned by Read once buf is empty (io.EOF after END_STREAM)
-	localClosed bool  // Close was called
-	declLen     int64 // content-length of the peer's message, -1 if none
-	gotLen      int64
-	gotHead     bool          // read loop only: the peer's head arrived
-	headDone    bool          // head (or headErr) is final
-	head        chan struct{} // closed when headDone; made by the first waiter
-	resp        *Response     // client: response head
-	headErr     error
-	rnotify     chan struct{} // made by the first Read that waits
-	onReadable  func()        // called once by the next unlockNotifyRead
-	rdl         deadline
+	// Flags, grouped to keep the struct small (a sidecar holds one stream
+	// per idle WebSocket). Each is guarded as its group says.
 
+	// Receive side, guarded by mu.
+	recvEnd     bool // END_STREAM received
+	localClosed bool // Close was called
+	gotHead     bool // read loop only: the peer's head arrived
+	headDone    bool // head (or headErr) is final
 	// Send side, guarded by c.w.mu.
-	wmu          sync.Mutex // serializes Writes
-	sendWin      int64
-	pend         []byte // rest of the current Write
-	pendEnd      bool   // END_STREAM requested
-	endInHeaders bool   // END_STREAM rides on a queued HEADERS frame
-	sentEnd      bool   // END_STREAM written
-	inflight     bool   // the writer is writing a chunk of pend
+	pendEnd      bool // END_STREAM requested
+	endInHeaders bool // END_STREAM rides on a queued HEADERS frame
+	sentEnd      bool // END_STREAM written
+	inflight     bool // the writer is writing a chunk of pend
 	inReady      bool
-	unsent       int  // bytes of pend dropped by a reset or deadline
 	timedOut     bool // the current Write hit its deadline
 	respWritten  bool // server: response HEADERS queued
 	rstAfterEnd  bool // send RST_STREAM(NO_ERROR) once END_STREAM is written
-	werr         error
-	wdone        chan struct{} // made by the first Write that waits for the writer
-	wdl          deadline
-
 	// Lifecycle, guarded by c.mu.
 	lEnd, rEnd, reset, closed bool
+	// Server side, guarded by mu.
+	ctxEnded bool // the stream ended; a context made now is cancelled
+
+	// Receive side, guarded by mu.
+	mu         sync.Mutex
+	buf        dataBuf
+	recvAvail  int64 // bytes the peer may still send (stream window)
+	unacked    int64 // consumed, not yet returned by WINDOW_UPDATE
+	rerr       error // returned by Read once buf is empty (io.EOF after END_STREAM)
+	declLen    int64 // content-length of the peer's message, -1 if none
+	gotLen     int64
+	head       chan struct{} // closed when headDone; made by the first waiter
+	resp       *Response     // client: response head
+	headErr    error
+	rnotify    chan struct{} // made by the first Read that waits
+	onReadable func()        // called once by the next unlockNotifyRead
+
+	// Send side, guarded by c.w.mu.
+	wmu     sync.Mutex // serializes Writes
+	sendWin int64
+	pend    []byte // rest of the current Write
+	unsent  int    // bytes of pend dropped by a reset or deadline
+	werr    error
+	wdone   chan struct{} // made by the first Write that waits for the writer
+
+	// Read and write deadlines (see deadlines).
+	dl deadlines
 
 	// Server side, guarded by mu: the stream's context, made when first
 	// asked for (see ServerStream.Context).
-	ctx      context.Context
-	cancel   context.CancelFunc
-	ctxEnded bool // the stream ended; a context made now is cancelled
+	sctx *streamContext
+}
+
+// streamContext is a server stream's context and its cancel function.
+type streamContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newStream(c *conn, id uint32) *stream {
@@ -76,23 +88,24 @@ func newStream(c *conn, id uint32) *stream {
 func (st *stream) context(parent context.Context) context.Context {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.ctx == nil {
-		st.ctx, st.cancel = context.WithCancel(parent)
+	if st.sctx == nil {
+		ctx, cancel := context.WithCancel(parent)
+		st.sctx = &streamContext{ctx, cancel}
 		if st.ctxEnded {
-			st.cancel()
+			cancel()
 		}
 	}
-	return st.ctx
+	return st.sctx.ctx
 }
 
 // endContext cancels the stream's context, now or when it is made.
 func (st *stream) endContext() {
 	st.mu.Lock()
 	st.ctxEnded = true
-	cancel := st.cancel
+	sctx := st.sctx
 	st.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if sctx != nil {
+		sctx.cancel()
 	}
 }
 
@@ -218,7 +231,7 @@ func (st *stream) read(p []byte) (int, error) {
 		st.mu.Unlock()
 		select {
 		case <-ch:
-		case <-st.rdl.waitLater():
+		case <-st.dl.waitLater(readDL):
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
 			st.mu.Unlock()
@@ -246,7 +259,7 @@ func (st *stream) waitReadable() error {
 		st.mu.Unlock()
 		select {
 		case <-ch:
-		case <-st.rdl.waitLater():
+		case <-st.dl.waitLater(readDL):
 			st.mu.Lock()
 			more := st.buf.Len() > 0 || st.rerr != nil
 			st.mu.Unlock()
@@ -291,7 +304,7 @@ func (st *stream) write(p []byte) (int, error) {
 	}
 	w.mu.Unlock()
 	w.signal()
-	dl := st.wdl.wait()
+	dl := st.dl.wait(writeDL)
 	for {
 		select {
 		case <-st.wdone:
@@ -337,7 +350,7 @@ func (st *stream) writableLocked() error {
 	if st.pendEnd {
 		return ErrWriteAfterClose
 	}
-	if st.wdl.expired() {
+	if st.dl.expired(writeDL) {
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -378,8 +391,8 @@ func (st *stream) close(code http2.ErrCode) error {
 	if dropped > 0 {
 		st.c.consumed(0, dropped, 0)
 	}
-	st.rdl.set(time.Time{})
-	st.wdl.set(time.Time{})
+	st.dl.set(readDL, time.Time{})
+	st.dl.set(writeDL, time.Time{})
 	st.setHead(nil, ErrStreamClosed)
 
 	w := st.c.w
@@ -403,15 +416,28 @@ func (st *stream) close(code http2.ErrCode) error {
 
 // deadline is a settable timeout shared by waiting readers or writers
 // (modelled on net.Pipe's).
+// deadlines are a stream's read and write deadlines, under one lock.
+type deadlines struct {
+	mu sync.Mutex
+	d  [2]deadline // indexed by readDL, writeDL
+}
+
+// Indexes of deadlines.d.
+const (
+	readDL  = 0
+	writeDL = 1
+)
+
 type deadline struct {
-	mu     sync.Mutex
 	timer  *time.Timer
 	cancel chan struct{} // closed when the deadline passes; nil if never set
 }
 
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// set sets deadline i to t; the zero t clears it.
+func (ds *deadlines) set(i int, t time.Time) {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	d := &ds.d[i]
 	if d.cancel == nil {
 		if t.IsZero() {
 			return
@@ -442,35 +468,39 @@ func (d *deadline) set(t time.Time) {
 	}
 }
 
-// isSet reports whether a deadline is set, passed or not.
-func (d *deadline) isSet() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// isSet reports whether deadline i is set, passed or not.
+func (ds *deadlines) isSet(i int) bool {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	d := &ds.d[i]
 	return d.timer != nil || (d.cancel != nil && isClosed(d.cancel))
 }
 
-// wait returns a channel closed when the deadline passes (nil: no
-// deadline is set, and one set later is not seen).
-func (d *deadline) wait() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cancel
+// wait returns a channel closed when deadline i passes (nil: no deadline
+// is set, and one set later is not seen).
+func (ds *deadlines) wait(i int) chan struct{} {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	return ds.d[i].cancel
 }
 
 // waitLater is wait for a waiter that must also see a deadline set while
 // it waits (a reader a relay may stop with a past deadline).
-func (d *deadline) waitLater() chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (ds *deadlines) waitLater(i int) chan struct{} {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	d := &ds.d[i]
 	if d.cancel == nil {
 		d.cancel = make(chan struct{})
 	}
 	return d.cancel
 }
 
-func (d *deadline) expired() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// expired reports whether deadline i has passed.
+func (ds *deadlines) expired(i int) bool {
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	d := &ds.d[i]
 	return d.cancel != nil && isClosed(d.cancel)
 }
 

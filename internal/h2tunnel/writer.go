@@ -438,7 +438,7 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 			w.mu.Unlock()
 			return true, nil
 		}
-		if loneWrites.Load() && w.c.nstreams.Load() == 1 && !st.wdl.isSet() {
+		if loneWrites.Load() && w.c.nstreams.Load() == 1 && !st.dl.isSet(writeDL) {
 			// No other stream to gather frames with: write now, without
 			// a hand-off to the writer goroutine. (Not under a write
 			// deadline: a socket write can block, and only the writer
@@ -454,7 +454,7 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 		w.signal()
 		return true, nil
 	}
-	if w.writing || w.readyLen() > 0 || len(w.side) > 0 || st.wdl.isSet() {
+	if w.writing || w.readyLen() > 0 || len(w.side) > 0 || st.dl.isSet(writeDL) {
 		return false, nil // the writer's turn, or a deadline to honour
 	}
 	st.sendWin -= n

@@ -156,32 +156,50 @@ func takeBuffered(br *bufio.Reader) []byte {
 // the relay ends it completes and logs the record, calls t.Done and does
 // the serving goroutine's remaining work, taken from ho.
 func (p *Proxy) relayWebSocket(ctx context.Context, down net.Conn, downPre []byte, up net.Conn, upPre []byte, rec *accesslog.Record, t *Target, ho *handoff) {
-	tr := &Tracked{Reporter: p.cfg.Reporter, rec: rec}
+	ws := &relayedWebSocket{Tracked: Tracked{Reporter: p.cfg.Reporter, rec: rec}, p: p, t: t, ho: ho}
 	if p.cfg.OnWebSocketOpen != nil {
 		p.cfg.OnWebSocketOpen()
 	}
-	p.cfg.Tracker.Add(tr)
+	p.cfg.Tracker.Add(&ws.Tracked)
 	ho.take()
 	t.Endpoints = nil // routing is over; the relay may live for days
 	p.relays.Add(1)
 	h := relay.Start(ctx, down, up, relay.Prefetched{Down: downPre, Up: upPre}, relay.Options{
 		IdleTimeout:       p.cfg.WebSocketIdleTimeout,
 		Observe:           p.cfg.ObserveWebSocket,
-		Counters:          &tr.Counters,
+		Counters:          &ws.Counters,
 		PerMessageDeflate: strings.Contains(rec.WebSocket.Extensions, "permessage-deflate"),
-		GoingAwayReasonFn: tr.awayReason,
 		ParkAfter:         p.cfg.ParkAfter,
-	}, func(res relay.Result) {
-		p.webSocketEnded(res, rec, tr, t)
-		p.cfg.Tracker.Remove(tr)
-		if t.Done != nil {
-			t.Done()
-		}
-		ho.runAll()
-		p.relays.Done()
-	})
-	tr.started(h)
+	}, ws)
+	ws.started(h)
 }
+
+// relayedWebSocket is one WebSocket being relayed: the Tracker's entry,
+// and what its relay reports to when it ends. One allocation per
+// WebSocket, held as long as the WebSocket is open.
+type relayedWebSocket struct {
+	Tracked
+	p  *Proxy
+	t  *Target
+	ho *handoff
+}
+
+// RelayEnded logs the WebSocket's record and does the work the serving
+// goroutine left to the relay.
+func (ws *relayedWebSocket) RelayEnded(res relay.Result) {
+	p := ws.p
+	p.webSocketEnded(res, ws.rec, &ws.Tracked, ws.t)
+	p.cfg.Tracker.Remove(&ws.Tracked)
+	if ws.t.Done != nil {
+		ws.t.Done()
+	}
+	ws.ho.runAll()
+	p.relays.Done()
+}
+
+// GoingAwayReason is the close reason the relay sends when it goes away:
+// the one given to GoAway.
+func (ws *relayedWebSocket) GoingAwayReason() string { return ws.awayReason() }
 
 // webSocketEnded completes and logs the record of a relayed WebSocket.
 func (p *Proxy) webSocketEnded(res relay.Result, rec *accesslog.Record, tr *Tracked, t *Target) {

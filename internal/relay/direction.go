@@ -33,10 +33,8 @@ var errParked = errors.New("relay: parked")
 // the small ones pack together: a sidecar keeps two per WebSocket.
 type direction struct {
 	r          *relayState
-	src, dst   net.Conn
+	src        net.Conn // the other direction's src is this one's destination
 	pre        []byte
-	obs        *wsobserve.Observer
-	n          int64
 	err        error // *SideError, or nil on clean EOF
 	srcSide    Side
 	splice     bool
@@ -67,6 +65,22 @@ type direction struct {
 	sawClose  bool    // src had sent a close frame before the close was written
 }
 
+// dst is where the direction writes: the other direction's source.
+func (d *direction) dst() net.Conn {
+	if d.srcSide == SideDownstream {
+		return d.r.u2d.src
+	}
+	return d.r.d2u.src
+}
+
+// obs is the observer of the frames the direction carries, or nil.
+func (d *direction) obs() *wsobserve.Observer {
+	if d.srcSide == SideDownstream {
+		return d.r.res.Down
+	}
+	return d.r.res.Up
+}
+
 // run copies until the direction ends or parks. A parked direction is
 // resumed by wake, which calls run again on a new goroutine.
 func (d *direction) run() {
@@ -84,7 +98,7 @@ func (d *direction) run() {
 		// Record who ended first before the peer hears of it: its answer
 		// (closing its side) must find this EOF already counted first.
 		d.r.noteEOF(d.srcSide)
-		if cw, ok := d.dst.(closeWriter); ok {
+		if cw, ok := d.dst().(closeWriter); ok {
 			_ = cw.CloseWrite() // the peer may already be gone; the other direction will tell
 		} else {
 			d.noHalfOpen = true
@@ -163,7 +177,7 @@ func (d *direction) write(p []byte, wr *sockio.Writer) (int, error) {
 	if wr != nil {
 		return wr.Write(p)
 	}
-	return d.dst.Write(p)
+	return d.dst().Write(p)
 }
 
 func (d *direction) other() Side {
@@ -174,7 +188,6 @@ func (d *direction) other() Side {
 }
 
 func (d *direction) wrote(n int) {
-	d.n += int64(n)
 	if d.srcSide == SideDownstream {
 		d.r.ctr.DownToUp.Add(int64(n))
 	} else {
@@ -189,10 +202,10 @@ func (d *direction) copy() error {
 	if !d.started {
 		d.started = true
 		if len(d.pre) > 0 {
-			if d.obs != nil {
-				d.obs.Feed(d.pre)
+			if o := d.obs(); o != nil {
+				o.Feed(d.pre)
 			}
-			if _, err := d.dst.Write(d.pre); err != nil {
+			if _, err := d.dst().Write(d.pre); err != nil {
 				return &SideError{d.other(), "write", err}
 			}
 			d.wrote(len(d.pre))
@@ -214,10 +227,11 @@ func (d *direction) copy() error {
 func (d *direction) armGoAway(frame []byte) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.finished || d.closeSent || d.obs == nil {
+	o := d.obs()
+	if d.finished || d.closeSent || o == nil {
 		return
 	}
-	_, _, d.sawClose = d.obs.Close()
+	_, _, d.sawClose = o.Close()
 	d.wantClose = &frame
 }
 
@@ -226,7 +240,7 @@ func (d *direction) armGoAway(frame []byte) {
 func (d *direction) fireGoAway() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.wantClose != nil && !d.finished && d.obs.ToBoundary() == 0 {
+	if d.wantClose != nil && !d.finished && d.obs().ToBoundary() == 0 {
 		d.injectLocked()
 	}
 }
@@ -241,15 +255,17 @@ const closeBadGateway = 1014
 func (d *direction) sayGoodbye(frame []byte) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.obs == nil || d.closeSent || d.obs.ToBoundary() != 0 {
+	o := d.obs()
+	if o == nil || d.closeSent || o.ToBoundary() != 0 {
 		return false
 	}
-	if _, _, sent := d.obs.Close(); sent {
+	if _, _, sent := o.Close(); sent {
 		return false // the peer already had a close frame from the other side
 	}
 	d.closeSent = true
-	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := d.dst.Write(frame)
+	dst := d.dst()
+	_ = dst.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := dst.Write(frame)
 	return err == nil
 }
 
@@ -258,10 +274,11 @@ func (d *direction) injectLocked() {
 	frame := *d.wantClose
 	d.wantClose = nil
 	d.closeSent = true
-	_ = d.dst.SetWriteDeadline(time.Now().Add(time.Second))
+	dst := d.dst()
+	_ = dst.SetWriteDeadline(time.Now().Add(time.Second))
 	// Not counted: the byte counts are what the peers sent (the access
 	// log's bytes_received and bytes_sent), not what wsmesh added.
-	_, _ = d.dst.Write(frame)
+	_, _ = dst.Write(frame)
 }
 
 // writeChunk writes p to dst and feeds the observer, splitting p at a frame
@@ -271,19 +288,20 @@ func (d *direction) injectLocked() {
 func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	o := d.obs()
 	for len(p) > 0 {
 		if d.closeSent {
 			d.wrote(len(p)) // received from the peer, though dropped
-			if d.obs != nil {
-				d.obs.Feed(p)
-				_, _, ok := d.obs.Close()
+			if o != nil {
+				o.Feed(p)
+				_, _, ok := o.Close()
 				return ok || d.sawClose, nil
 			}
 			return false, nil
 		}
 		k := len(p)
 		if d.wantClose != nil {
-			tb := d.obs.ToBoundary()
+			tb := o.ToBoundary()
 			switch {
 			case tb == 0:
 				d.injectLocked()
@@ -296,8 +314,8 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 		}
 		// Observe before writing: the answer the other peer sends to these
 		// bytes must not be observed (and timestamped) before them.
-		if d.obs != nil {
-			d.obs.Feed(p[:k])
+		if o != nil {
+			o.Feed(p[:k])
 		}
 		if _, werr := d.write(p[:k], wr); werr != nil {
 			return false, &SideError{d.other(), "write", werr}
@@ -305,7 +323,7 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 		d.wrote(k)
 		p = p[k:]
 	}
-	if d.wantClose != nil && d.obs.ToBoundary() == 0 {
+	if d.wantClose != nil && o.ToBoundary() == 0 {
 		d.injectLocked()
 	}
 	return false, nil
@@ -313,7 +331,7 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 
 // bufferCopy moves bytes through a buffer, feeding the observer if any.
 func (d *direction) bufferCopy() error {
-	wr := sockio.NewWriter(d.dst) // nil unless dst is a TCP socket
+	wr := sockio.NewWriter(d.dst()) // nil unless dst is a TCP socket
 	if sc, ok := d.src.(syscall.Conn); ok && d.r.bufSize == DefaultBufferSize {
 		if rc, err := sc.SyscallConn(); err == nil {
 			return d.rawCopy(rc, wr)
@@ -328,7 +346,7 @@ func (d *direction) bufferCopy() error {
 		defer bufPool.Put(bp)
 		buf = *bp
 	} else {
-		buf = make([]byte, d.r.bufSize)
+		buf = make([]byte, int(d.r.bufSize))
 	}
 	for {
 		n, rerr := d.src.Read(buf)

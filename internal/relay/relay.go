@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,9 @@ type Options struct {
 	BufferSize int
 
 	// Counters, when set, is updated as bytes move so that an admin endpoint
-	// can show an open relay.
+	// can show an open relay. They are the relay's own: the Result's byte
+	// counts are read from them, so they start at zero and are not shared
+	// with another relay.
 	Counters *Counters
 
 	// GoingAway, when it is done, ends an observed WebSocket the way a
@@ -86,9 +89,6 @@ type Options struct {
 	GoingAwayCode    int
 	GoingAwayReason  string
 	GoingAwayTimeout time.Duration
-	// GoingAwayReasonFn, when set, gives the reason at the time GoingAway
-	// fires (it replaces GoingAwayReason).
-	GoingAwayReasonFn func() string
 
 	// ParkAfter is how long a direction of a relay with no traffic keeps a
 	// goroutine waiting for bytes. After that it is parked: it waits in
@@ -171,12 +171,33 @@ func (e *SideError) Unwrap() error { return e.Err }
 // reset.
 func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options) Result {
 	ch := make(chan Result, 1)
-	_ = Start(ctx, down, up, pre, opts, func(r Result) { ch <- r })
+	_ = Start(ctx, down, up, pre, opts, EndFunc(func(r Result) { ch <- r }))
 	return <-ch
 }
 
-// Start is Relay without waiting: it returns at once and calls done, once,
-// with the Result when the relay has ended and both connections are closed.
+// An Ender is told, once, with the Result, when a relay has ended and both
+// its connections are closed (see Start). If it also has a method
+// GoingAwayReason() string, a relay going away (Options.GoingAway,
+// Handle.GoAway) asks it for the close reason at that time instead of
+// using Options.GoingAwayReason.
+type Ender interface {
+	RelayEnded(Result)
+}
+
+// EndFunc is an Ender that is a function.
+type EndFunc func(Result)
+
+// RelayEnded calls f(res).
+func (f EndFunc) RelayEnded(res Result) { f(res) }
+
+// goingAwayReasoner is the optional method of an Ender (see Ender).
+type goingAwayReasoner interface {
+	GoingAwayReason() string
+}
+
+// Start is Relay without waiting: it returns at once and calls
+// done.RelayEnded, once, with the Result when the relay has ended and both
+// connections are closed.
 // No goroutine waits on the relay's behalf: while bytes flow each direction
 // has one, and a direction that has been quiet for Options.ParkAfter has
 // none (see ParkAfter). done runs on whichever goroutine ended the relay
@@ -184,7 +205,7 @@ func Relay(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options)
 //
 // The Handle's GoAway does what Options.GoingAway does when it is done, for
 // callers that would rather call a method than keep a context per relay.
-func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done func(Result)) Handle {
+func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options, done Ender) Handle {
 	var r *relayState
 	observe := opts.Observe || opts.DownObserver != nil || opts.UpObserver != nil
 	if observe {
@@ -206,21 +227,21 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	}
 	r.ctx, r.done, r.pending = ctx, done, 2
 	r.idleTimeout = opts.IdleTimeout
-	r.away = awayOptions{code: int32(opts.GoingAwayCode), reason: opts.GoingAwayReason, reasonFn: opts.GoingAwayReasonFn, timeout: opts.GoingAwayTimeout}
+	r.away = awayOptions{code: int32(opts.GoingAwayCode), reason: opts.GoingAwayReason, timeout: opts.GoingAwayTimeout}
 	r.ctr = opts.Counters
 	if r.ctr == nil {
 		r.ctr = new(Counters)
 	}
 	r.ctr.LastActivity.Store(time.Now().UnixNano())
-	r.bufSize = opts.BufferSize
-	if r.bufSize <= 0 {
-		r.bufSize = DefaultBufferSize
+	r.bufSize = DefaultBufferSize
+	if opts.BufferSize > 0 {
+		r.bufSize = int32(min(opts.BufferSize, math.MaxInt32))
 	}
 	res := &r.res
 	splice := res.Down == nil && !opts.DisableSplice && r.bufSize == DefaultBufferSize && canSplice(down, up)
 	res.Spliced = splice
-	r.d2u = direction{r: r, src: down, dst: up, srcSide: SideDownstream, pre: pre.Down, obs: res.Down, splice: splice}
-	r.u2d = direction{r: r, src: up, dst: down, srcSide: SideUpstream, pre: pre.Up, obs: res.Up, splice: splice}
+	r.d2u = direction{r: r, src: down, srcSide: SideDownstream, pre: pre.Down, splice: splice}
+	r.u2d = direction{r: r, src: up, srcSide: SideUpstream, pre: pre.Up, splice: splice}
 	r.parkAfter = opts.ParkAfter
 	if r.parkAfter == 0 {
 		r.parkAfter = DefaultParkAfter
@@ -228,7 +249,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	parks := false
 	if r.parkAfter > 0 && !splice {
 		for _, d := range []*direction{&r.d2u, &r.u2d} {
-			d.parkable = canPark(d.src, r.bufSize)
+			d.parkable = canPark(d.src, int(r.bufSize))
 			parks = parks || d.parkable
 		}
 	}
@@ -272,16 +293,16 @@ func (h Handle) GoAway() {
 type relayState struct {
 	ctx         context.Context
 	ctr         *Counters
-	done        func(Result)
+	done        Ender
 	idleTimeout time.Duration
 	parkAfter   time.Duration
-	bufSize     int
 	away        awayOptions
 	d2u, u2d    direction // d2u.src is downstream, u2d.src upstream
 
 	mu          sync.Mutex
 	res         Result
 	pending     int32 // directions still running or parked
+	bufSize     int32
 	closed      bool
 	saidGoodbye bool
 	awayStarted bool // a close handshake (going away, idle) is under way
@@ -300,10 +321,9 @@ type observedRelay struct {
 
 // awayOptions are the going-away settings of Options.
 type awayOptions struct {
-	reason   string
-	reasonFn func() string
-	timeout  time.Duration
-	code     int32
+	reason  string
+	timeout time.Duration
+	code    int32
 }
 
 // down and up are the relay's two connections.
@@ -391,8 +411,8 @@ func (r *relayState) onGoingAway() {
 		code = wsobserve.CloseGoingAway
 	}
 	reason := r.away.reason
-	if r.away.reasonFn != nil {
-		reason = r.away.reasonFn()
+	if gr, ok := r.done.(goingAwayReasoner); ok {
+		reason = gr.GoingAwayReason()
 	}
 	if !r.goAwayLocked(code, reason) {
 		r.closeBothLocked()
@@ -500,7 +520,7 @@ func (r *relayState) directionDone(d *direction) {
 	r.finishLocked()
 	res := r.res
 	r.mu.Unlock()
-	r.done(res)
+	r.done.RelayEnded(res)
 }
 
 // finishLocked stops the relay's timers and callbacks, closes both
@@ -530,7 +550,7 @@ func (r *relayState) finishLocked() {
 	r.closed = true
 	r.down().Close()
 	r.up().Close()
-	r.res.BytesDownToUp, r.res.BytesUpToDown = r.d2u.n, r.u2d.n
+	r.res.BytesDownToUp, r.res.BytesUpToDown = r.ctr.DownToUp.Load(), r.ctr.UpToDown.Load()
 }
 
 // abort makes the next close of c send a TCP reset instead of a FIN.

@@ -84,7 +84,7 @@ func setup(t testing.TB, m mode) *harness {
 
 func (h *harness) start(ctx context.Context, pre Prefetched, opts Options) {
 	ctx, h.cancel = context.WithCancel(ctx)
-	h.handle = Start(ctx, h.down, h.up, pre, opts, func(r Result) { h.result <- r })
+	h.handle = Start(ctx, h.down, h.up, pre, opts, EndFunc(func(r Result) { h.result <- r }))
 }
 
 func start(t testing.TB, m mode, pre Prefetched) *harness {

@@ -28,7 +28,7 @@ func spliceCopy(d *direction) error {
 	if err != nil {
 		return &SideError{d.srcSide, "read", err}
 	}
-	rdst, err := d.dst.(*net.TCPConn).SyscallConn()
+	rdst, err := d.dst().(*net.TCPConn).SyscallConn()
 	if err != nil {
 		return &SideError{d.other(), "write", err}
 	}
