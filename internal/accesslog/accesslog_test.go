@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 var istioKeys = []string{
@@ -331,4 +332,12 @@ func BenchmarkLoggerParallel(b *testing.B) {
 			l.Log(r)
 		}
 	})
+}
+
+// TestRecordSize keeps a record within its allocation size class: a
+// sidecar holds one per open WebSocket until it ends.
+func TestRecordSize(t *testing.T) {
+	if got, limit := unsafe.Sizeof(Record{}), uintptr(352); got > limit {
+		t.Errorf("Record is %d bytes, over its %d-byte budget", got, limit)
+	}
 }

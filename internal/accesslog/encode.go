@@ -64,7 +64,7 @@ func AppendJSON(dst []byte, r *Record) []byte {
 	dst = appendStringField(dst, `,"upstream_local_address":`, r.UpstreamLocalAddress)
 	dst = appendStringField(dst, `,"downstream_local_address":`, r.DownstreamLocalAddress)
 	dst = appendStringField(dst, `,"downstream_remote_address":`, r.DownstreamRemoteAddress)
-	dst = appendStringField(dst, `,"requested_server_name":`, r.RequestedServerName)
+	dst = append(dst, `,"requested_server_name":null`...) // no TLS is terminated (see Record)
 	if ws := r.WebSocket; ws != nil {
 		dst = appendStringField(dst, `,"websocket_subprotocol":`, ws.Subprotocol)
 		dst = appendStringField(dst, `,"websocket_extensions":`, ws.Extensions)

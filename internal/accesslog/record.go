@@ -33,7 +33,9 @@ type Record struct {
 	UpstreamLocalAddress           string        // upstream_local_address
 	DownstreamLocalAddress         string        // downstream_local_address
 	DownstreamRemoteAddress        string        // downstream_remote_address
-	RequestedServerName            string        // requested_server_name
+
+	// requested_server_name is always null: wsmesh terminates no TLS, so
+	// it never sees a server name.
 
 	// WebSocket holds what the frame observer saw; nil for plain HTTP.
 	WebSocket *WebSocket

@@ -153,7 +153,7 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 	}
 	upPre := takeBuffered(u.br)
 	u.release()
-	st.Request.Header = nil // converted and logged; not kept for the WebSocket's life
+	st.Request = nil // converted and logged; not kept for the WebSocket's life
 	p.relayWebSocket(ctx, st, nil, u.Conn, upPre, rec, t, ho)
 }
 

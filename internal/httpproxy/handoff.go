@@ -8,24 +8,21 @@ import "io"
 // the goroutine returns while the relay goes on without one (see
 // relay.Start), and does it when the relay ends.
 type handoff struct {
-	fns     []func()
 	conn    io.Closer // closed last, when set
 	limiter *Limiter  // released before conn is closed, when set
-	early   []func()  // run by take: what a relay does not need kept
-	taken   bool
+	early   func()    // run by take, when set: what a relay does not need kept
+	release func()    // run first by runAll, when set: what detach returned
 	// detach, when set, is called by take to keep the stream open past the
 	// serving goroutine's return; what it returns is run at the end.
 	detach interface{ Detach() (release func()) }
+	taken  bool
 }
 
-// add queues f; queued functions run last-in first-out, like defers.
-func (h *handoff) add(f func()) { h.fns = append(h.fns, f) }
-
-// run does the queued work, unless a relay took it.
+// run does the work, unless a relay took it.
 func (h *handoff) run() {
 	if !h.taken {
-		for _, f := range h.early {
-			f()
+		if h.early != nil {
+			h.early()
 		}
 		h.runAll()
 	}
@@ -44,23 +41,23 @@ func (h *handoff) unlessTaken(f func()) {
 // when it is done with the connection.
 func (h *handoff) take() {
 	h.taken = true
-	for _, f := range h.early {
-		f()
+	if h.early != nil {
+		h.early()
+		h.early = nil
 	}
-	h.early = nil
 	if h.detach != nil {
-		h.add(h.detach.Detach())
+		h.release = h.detach.Detach()
 		h.detach = nil
 	}
 }
 
-// runAll does the queued work, last queued first, then releases the
-// limiter and closes conn.
+// runAll ends the detached stream, then releases the limiter and closes
+// conn.
 func (h *handoff) runAll() {
-	for i := len(h.fns) - 1; i >= 0; i-- {
-		h.fns[i]()
+	if h.release != nil {
+		h.release()
+		h.release = nil
 	}
-	h.fns = nil
 	if h.limiter != nil {
 		h.limiter.Release()
 		h.limiter = nil

@@ -40,14 +40,14 @@ func (p *Proxy) ServeH1(ctx context.Context, c net.Conn, br *bufio.Reader) {
 		}
 		cut.Unlock()
 	})
-	ho.early = append(ho.early, func() {
+	ho.early = func() {
 		if !stop() {
 			cut.Lock()
 			cut.handed = true
 			cut.Unlock()
 			_ = c.SetReadDeadline(time.Time{})
 		}
-	})
+	}
 	if !p.cfg.Limiter.Acquire() {
 		p.rejectOverload(c, br)
 		return

@@ -15,3 +15,10 @@ func TestRelayedWebSocketSize(t *testing.T) {
 	}
 	var _ relay.Ender = (*relayedWebSocket)(nil)
 }
+
+// TestHandoffSize: a relay keeps its connection's handoff until it ends.
+func TestHandoffSize(t *testing.T) {
+	if got, limit := unsafe.Sizeof(handoff{}), uintptr(64); got > limit {
+		t.Errorf("handoff is %d bytes, over its %d-byte budget", got, limit)
+	}
+}
