@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -110,20 +111,25 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // code and reason that ended the connection and a short cause for the log.
 func (c *echoConn) echo(ctx context.Context) (messages int, code websocket.StatusCode, reason, cause string) {
 	for {
-		typ, data, err := c.read(ctx)
+		typ, buf, err := c.read(ctx)
 		if err != nil {
+			putBuffer(buf)
 			code, reason, cause = c.classify(err)
 			// Completes the close handshake: a no-op write when a close
 			// frame was already sent or echoed, then waits for the peer.
 			_ = c.ws.Close(code, reason)
 			return messages, code, reason, cause
 		}
+		data := *buf
 		if typ == websocket.MessageText && !utf8.Valid(data) {
+			putBuffer(buf)
 			code, reason = websocket.StatusInvalidFramePayloadData, "invalid UTF-8 in text message"
 			_ = c.ws.Close(code, reason)
 			return messages, code, reason, "peer sent a text message that is not valid UTF-8"
 		}
-		if err := c.ws.Write(ctx, typ, data); err != nil {
+		err = c.ws.Write(ctx, typ, data)
+		putBuffer(buf)
+		if err != nil {
 			code, reason, cause = c.classify(err)
 			_ = c.ws.Close(code, reason)
 			return messages, code, reason, "writing echo: " + cause
@@ -132,27 +138,75 @@ func (c *echoConn) echo(ctx context.Context) (messages int, code websocket.Statu
 	}
 }
 
+// firstBufferSize is the capacity of a message buffer when it is first
+// made; read grows a buffer as a message needs and the grown buffer is what
+// returns to the pool.
+const firstBufferSize = 32 << 10
+
+// buffers holds the message buffers (*[]byte) of messages already echoed,
+// so that a busy connection reads each message into memory it used before
+// instead of allocating and zeroing a new slice per message. A connection
+// takes a buffer only once a message has begun to arrive and gives it back
+// as soon as the echo is written, so a connection waiting for its next
+// message holds none, and buffers the server stops using are freed by the
+// garbage collector like any sync.Pool content.
+var buffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, firstBufferSize)
+	return &b
+}}
+
+// putBuffer returns buf, which may be nil, to the pool.
+func putBuffer(buf *[]byte) {
+	if buf == nil {
+		return
+	}
+	*buf = (*buf)[:0]
+	buffers.Put(buf)
+}
+
 // errTooBig reports a message over Config.MaxMessageSize.
 var errTooBig = errors.New("message too big")
 
-// read reads one whole message, whatever the number of frames it came in.
-// It stops reading as soon as the message exceeds the size limit and
-// returns errTooBig.
-func (c *echoConn) read(ctx context.Context) (websocket.MessageType, []byte, error) {
+// read reads one whole message, whatever the number of frames it came in,
+// into a buffer taken from the pool; the message is the buffer's contents,
+// and the caller must hand the buffer back with putBuffer. The buffer is
+// nil when no message began. read stops reading as soon as the message
+// exceeds the size limit and returns errTooBig.
+func (c *echoConn) read(ctx context.Context) (websocket.MessageType, *[]byte, error) {
 	typ, r, err := c.ws.Reader(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
-	limit := c.s.cfg.MaxMessageSize
-	if limit < 0 {
-		data, err := io.ReadAll(r)
-		return typ, data, err
+	buf := buffers.Get().(*[]byte)
+	*buf, err = readMessage(r, (*buf)[:0], c.s.cfg.MaxMessageSize)
+	return typ, buf, err
+}
+
+// readMessage appends everything r yields until io.EOF to b, growing b when
+// it is full, and returns the result. When limit is not negative it reads at
+// most limit+1 bytes and returns errTooBig once the message is longer than
+// limit.
+func readMessage(r io.Reader, b []byte, limit int64) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		room := b[len(b):cap(b)]
+		if limit >= 0 && int64(cap(b)) > limit+1 {
+			room = room[:limit+1-int64(len(b))]
+		}
+		n, err := r.Read(room)
+		b = b[:len(b)+n]
+		if limit >= 0 && int64(len(b)) > limit {
+			return b, errTooBig
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		return typ, nil, errTooBig
-	}
-	return typ, data, err
 }
 
 // classify maps the error that ended the echo loop to the close code and
