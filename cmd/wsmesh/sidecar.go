@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ func init() {
 		kubeconfig string
 		kubeCtx    string
 		kubeNS     []string
+		gcPercent  int
 	)
 	cmd := &cobra.Command{
 		Use:   "sidecar --config DIR_OR_FILE --workload NAME",
@@ -70,6 +72,9 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 				}
 			default:
 				return fmt.Errorf("--discovery: want file or kubernetes, got %q", discoMode)
+			}
+			if err := setGCPercent(cmd, gcPercent); err != nil {
+				return err
 			}
 			logger := newLogger(logLevel)
 			access, err := accesslog.Open(accessLog)
@@ -153,7 +158,27 @@ One JSON access-log line per request or WebSocket goes to --access-log.`,
 	f.IntVar(&maxStreams, "max-concurrent-streams", 1000, "most streams (WebSockets, requests) a peer may open on one inbound HTTP/2 connection; REFUSED_STREAM beyond")
 	f.IntVar(&maxConns, "max-connections", 0, "most downstream HTTP/1.1 connections served at once (0: unlimited); beyond it new ones get 503 with flag OM")
 	f.IntVar(&maxHeadKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
+	f.IntVar(&gcPercent, "gc-percent", defaultGCPercent, "garbage-collection target, as GOGC: the heap may grow this many percent over live data before a collection; lower keeps idle WebSockets' memory down at some CPU per handshake (the GOGC environment variable wins when set and this flag is not)")
 	rootCmd.AddCommand(cmd)
+}
+
+// defaultGCPercent is the sidecar's GOGC. The data path allocates nothing
+// per message, so collections come from handshakes; a collection every 50 %
+// of growth instead of Go's 100 % leaves fewer freed handshake objects
+// scattered between the long-lived ones of idle WebSockets (see
+// docs/performance.md).
+const defaultGCPercent = 50
+
+// setGCPercent applies --gc-percent, unless GOGC is set and the flag is not.
+func setGCPercent(cmd *cobra.Command, pct int) error {
+	if pct < 1 {
+		return fmt.Errorf("--gc-percent: want at least 1, got %d", pct)
+	}
+	if _, env := os.LookupEnv("GOGC"); env && !cmd.Flags().Changed("gc-percent") {
+		return nil
+	}
+	debug.SetGCPercent(pct)
+	return nil
 }
 
 func newLogger(level string) *slog.Logger {

@@ -43,8 +43,14 @@ type hdrBlock struct {
 	frames     int
 }
 
+// typicalFields is how many header fields a header block has room for
+// before its slice grows.
+const typicalFields = 16
+
 func (c *conn) onHeadersFrame(f *http2.HeadersFrame) error {
-	c.hb = hdrBlock{streamID: f.StreamID, endStream: f.StreamEnded(), limit: c.ourHeaderList}
+	// Room for a typical request's fields up front: growing the slice
+	// field by field costs five allocations per stream.
+	c.hb = hdrBlock{streamID: f.StreamID, endStream: f.StreamEnded(), limit: c.ourHeaderList, fields: make([]hpack.HeaderField, 0, typicalFields)}
 	if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
 		c.hb.invalid = "stream depends on itself"
 	}

@@ -112,7 +112,7 @@ func (p *Proxy) forwardH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	}
 	rec.ResponseCode = resp.Status
 	rec.ResponseCodeDetails = "via_upstream"
-	if _, err := c.Write(h1.AppendResponse(nil, &outResp)); err != nil {
+	if _, err := writeHead(c, h1.AppendResponse, &outResp); err != nil {
 		u.close()
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 		p.finish(rec, t)
@@ -163,7 +163,7 @@ func (p *Proxy) readFinalResponse(c net.Conn, br *bufio.Reader, u *upConn, req *
 		}
 		interim := *resp
 		interim.Proto = "HTTP/1.1"
-		if _, err := c.Write(h1.AppendResponse(nil, &interim)); err != nil {
+		if _, err := writeHead(c, h1.AppendResponse, &interim); err != nil {
 			return nil, err
 		}
 		if resp.Status == 100 && expect {

@@ -102,7 +102,7 @@ func (p *Proxy) tunnelToH1(ctx context.Context, st *h2tunnel.ServerStream, rec *
 	rec.UpstreamHost = u.addr
 	rec.UpstreamLocalAddress = addrString(u.LocalAddr())
 	sent := time.Now()
-	if _, err := u.Write(h1.AppendRequest(nil, req)); err != nil {
+	if _, err := writeHead(u, h1.AppendRequest, req); err != nil {
 		u.close()
 		p.h2Reply(st, upstreamFailure(err), rec)
 		p.finish(rec, t)
@@ -185,7 +185,7 @@ func (p *Proxy) plainH2ToH1(ctx context.Context, st *h2tunnel.ServerStream, rec 
 	rec.UpstreamHost = u.addr
 	rec.UpstreamLocalAddress = addrString(u.LocalAddr())
 	sent := time.Now()
-	_, err = u.Write(h1.AppendRequest(nil, req))
+	_, err = writeHead(u, h1.AppendRequest, req)
 	if err == nil && !hreq.NoBody {
 		var n int64
 		if chunked {

@@ -90,7 +90,7 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 			p.finish(rec, t)
 			return true, false
 		}
-		if _, err := c.Write(h1.AppendResponse(nil, resp)); err != nil {
+		if _, err := writeHead(c, h1.AppendResponse, resp); err != nil {
 			st.Close()
 			rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 			p.finish(rec, t)
@@ -136,7 +136,7 @@ func (p *Proxy) relayH2Refusal(c net.Conn, st *h2tunnel.Stream, resp *h1.Respons
 		resp.Headers.Set("Transfer-Encoding", "chunked")
 	}
 	resp.Headers.Set("Connection", "close")
-	if _, err := c.Write(h1.AppendResponse(nil, resp)); err != nil {
+	if _, err := writeHead(c, h1.AppendResponse, resp); err != nil {
 		return
 	}
 	if resp.Headers.Has("Content-Length") {
@@ -212,7 +212,7 @@ func (p *Proxy) forwardPlainOverH2(ctx context.Context, c net.Conn, br *bufio.Re
 	if !keepAlive {
 		resp.Headers.Set("Connection", "close")
 	}
-	if _, err := c.Write(h1.AppendResponse(nil, resp)); err != nil {
+	if _, err := writeHead(c, h1.AppendResponse, resp); err != nil {
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 		p.finish(rec, t)
 		return false

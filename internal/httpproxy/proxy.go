@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -149,6 +150,25 @@ func getReader(c net.Conn) *bufio.Reader {
 func putReader(br *bufio.Reader) {
 	br.Reset(nil)
 	bufioPool.Put(br)
+}
+
+// headBufs holds buffers for the HTTP/1.1 heads the proxy writes.
+var headBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 1024)
+	return &b
+}}
+
+// writeHead writes head, as appendHead formats it, to w in one Write from
+// a pooled buffer (w must not keep the slice: a net.Conn does not).
+func writeHead[T any](w io.Writer, appendHead func([]byte, T) []byte, head T) (int, error) {
+	bp := headBufs.Get().(*[]byte)
+	b := appendHead((*bp)[:0], head)
+	n, err := w.Write(b)
+	if cap(b) <= 16<<10 { // an outsize head's buffer is not kept
+		*bp = b[:0]
+		headBufs.Put(bp)
+	}
+	return n, err
 }
 
 // errClosed is returned when a connection ended between requests.

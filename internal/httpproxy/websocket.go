@@ -52,7 +52,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	out.Headers.Add("Connection", "Upgrade")
 	out.Headers.Add("Upgrade", upgrade)
 	sent := time.Now()
-	if _, err := u.Write(h1.AppendRequest(nil, &out)); err != nil {
+	if _, err := writeHead(u, h1.AppendRequest, &out); err != nil {
 		u.close()
 		p.writeLocalReply(c, upstreamFailure(err), rec, true)
 		p.finish(rec, t)
@@ -89,7 +89,7 @@ func (p *Proxy) upgradeH1(ctx context.Context, c net.Conn, br *bufio.Reader, req
 	h1.RemoveHopByHop(&outResp.Headers, false)
 	outResp.Headers.Add("Upgrade", "websocket")
 	outResp.Headers.Add("Connection", "Upgrade")
-	if _, err := c.Write(h1.AppendResponse(nil, &outResp)); err != nil {
+	if _, err := writeHead(c, h1.AppendResponse, &outResp); err != nil {
 		u.close()
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.DownstreamConnectionTermination)
 		p.finish(rec, t)
@@ -123,7 +123,7 @@ func (p *Proxy) relayRejectedUpgrade(c net.Conn, u *upConn, req *h1.Request, res
 		outResp.Headers.Set("Transfer-Encoding", "chunked")
 	}
 	outResp.Headers.Set("Connection", "close")
-	if _, err := c.Write(h1.AppendResponse(nil, &outResp)); err == nil {
+	if _, err := writeHead(c, h1.AppendResponse, &outResp); err == nil {
 		rec.BytesSent, _ = h1.CopyBody(c, u.br, rbody)
 	}
 	p.finish(rec, t)
