@@ -298,11 +298,18 @@ func (st *Stream) Write(p []byte) (int, error) { return st.s.write(p) }
 // nothing, so a relay need not hold a buffer while the stream is idle.
 func (st *Stream) WaitReadable() error { return st.s.waitReadable() }
 
-// NotifyReadable arranges for f to be called once, on another goroutine,
-// when Read would not block; it reports false, arranging nothing, when
-// Read would not block already. A relay uses it to wait without a
-// goroutine.
+// NotifyReadable arranges for f to be called once when Read would not
+// block; it reports false, arranging nothing, when Read would not block
+// already. A relay uses it to wait without a goroutine. When DATA makes
+// the stream readable, f runs on the goroutine that reads the whole
+// connection, right after the DATA is buffered: it must not block, and may
+// take the bytes with ReadNoWait and pass them on at once. For anything
+// else (the end of the stream, a reset, Close) f runs on a new goroutine.
 func (st *Stream) NotifyReadable(f func()) bool { return st.s.notifyReadable(f) }
+
+// ReadNoWait is Read without waiting: it returns (0, nil) when no bytes
+// are buffered and the stream has not ended.
+func (st *Stream) ReadNoWait(p []byte) (int, error) { return st.s.readNoWait(p) }
 
 // CloseWrite ends the request body (END_STREAM); reading continues.
 func (st *Stream) CloseWrite() error { return st.s.closeWrite() }

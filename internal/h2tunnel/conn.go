@@ -734,7 +734,7 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 			st.rerr = io.EOF
 		}
 	}
-	st.unlockNotifyRead()
+	st.unlockNotifyData()
 	if padCredit > 0 {
 		c.consumed(id, int(padCredit), inc)
 	}

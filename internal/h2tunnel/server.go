@@ -480,11 +480,18 @@ func (ss *ServerStream) Read(p []byte) (int, error) { return ss.s.read(p) }
 // nothing, so a relay need not hold a buffer while the stream is idle.
 func (ss *ServerStream) WaitReadable() error { return ss.s.waitReadable() }
 
-// NotifyReadable arranges for f to be called once, on another goroutine,
-// when Read would not block; it reports false, arranging nothing, when
-// Read would not block already. A relay uses it to wait without a
-// goroutine.
+// NotifyReadable arranges for f to be called once when Read would not
+// block; it reports false, arranging nothing, when Read would not block
+// already. A relay uses it to wait without a goroutine. When DATA makes
+// the stream readable, f runs on the goroutine that reads the whole
+// connection, right after the DATA is buffered: it must not block, and may
+// take the bytes with ReadNoWait and pass them on at once. For anything
+// else (the end of the stream, a reset, Close) f runs on a new goroutine.
 func (ss *ServerStream) NotifyReadable(f func()) bool { return ss.s.notifyReadable(f) }
+
+// ReadNoWait is Read without waiting: it returns (0, nil) when no bytes
+// are buffered and the stream has not ended.
+func (ss *ServerStream) ReadNoWait(p []byte) (int, error) { return ss.s.readNoWait(p) }
 
 // WriteResponse queues the response HEADERS; endStream ends the stream
 // (no body).

@@ -119,9 +119,27 @@ func (st *stream) readWaitLocked() chan struct{} {
 }
 
 // unlockNotifyRead releases st.mu, held by a caller that has just made a
-// read possible (bytes, the end of the stream, an error, Close), and wakes
-// the reader: a Read waiting on rnotify, or the readiness callback.
+// read possible (the end of the stream, an error, Close), and wakes the
+// reader: a Read waiting on rnotify, or the readiness callback, on a new
+// goroutine (the caller may hold other locks).
 func (st *stream) unlockNotifyRead() {
+	if f := st.unlockWake(); f != nil {
+		go f()
+	}
+}
+
+// unlockNotifyData is unlockNotifyRead for the connection's reader when it
+// has just buffered DATA, holding no other lock: the readiness callback
+// runs on the reader's goroutine (see NotifyReadable).
+func (st *stream) unlockNotifyData() {
+	if f := st.unlockWake(); f != nil {
+		f()
+	}
+}
+
+// unlockWake releases st.mu, wakes a Read waiting on rnotify and returns
+// the readiness callback to call, if any.
+func (st *stream) unlockWake() func() {
 	ch, f := st.rnotify, st.onReadable
 	st.onReadable = nil
 	st.mu.Unlock()
@@ -131,9 +149,7 @@ func (st *stream) unlockNotifyRead() {
 		default:
 		}
 	}
-	if f != nil {
-		f()
-	}
+	return f
 }
 
 // notifyReadable arranges for f to be called by the next unlockNotifyRead,
@@ -206,21 +222,7 @@ func (st *stream) read(p []byte) (int, error) {
 			return 0, ErrStreamClosed
 		}
 		if st.buf.Len() > 0 {
-			if len(p) == 0 {
-				st.mu.Unlock()
-				return 0, nil
-			}
-			n := st.buf.Read(p)
-			var inc int64
-			st.unacked += int64(n)
-			if !st.recvEnd && st.rerr == nil && st.unacked >= st.c.streamUpdateAt {
-				inc = st.unacked
-				st.recvAvail += inc
-				st.unacked = 0
-			}
-			st.mu.Unlock()
-			st.c.consumed(st.id, n, inc)
-			return n, nil
+			return st.unlockConsume(p), nil
 		}
 		if st.rerr != nil {
 			err := st.rerr
@@ -240,6 +242,42 @@ func (st *stream) read(p []byte) (int, error) {
 			}
 		}
 	}
+}
+
+// unlockConsume reads buffered bytes into p, releases st.mu (held by the
+// caller, who saw bytes buffered) and returns the flow-control credit.
+func (st *stream) unlockConsume(p []byte) int {
+	if len(p) == 0 {
+		st.mu.Unlock()
+		return 0
+	}
+	n := st.buf.Read(p)
+	var inc int64
+	st.unacked += int64(n)
+	if !st.recvEnd && st.rerr == nil && st.unacked >= st.c.streamUpdateAt {
+		inc = st.unacked
+		st.recvAvail += inc
+		st.unacked = 0
+	}
+	st.mu.Unlock()
+	st.c.consumed(st.id, n, inc)
+	return n
+}
+
+// readNoWait is read without waiting: (0, nil) when nothing is buffered
+// and the stream has not ended.
+func (st *stream) readNoWait(p []byte) (int, error) {
+	st.mu.Lock()
+	switch {
+	case st.localClosed:
+		st.mu.Unlock()
+		return 0, ErrStreamClosed
+	case st.buf.Len() > 0:
+		return st.unlockConsume(p), nil
+	}
+	err := st.rerr
+	st.mu.Unlock()
+	return 0, err
 }
 
 // waitReadable blocks until read would not block: data is buffered, the

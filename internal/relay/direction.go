@@ -20,9 +20,10 @@ type closeWriter interface{ CloseWrite() error }
 
 // The states of a direction.
 const (
-	stateRunning int32 = iota // a goroutine copies, or waits for bytes
-	stateParked               // no goroutine: the poller or a callback wakes it
-	stateDone                 // the copy has returned
+	stateRunning   int32 = iota // a goroutine copies, or waits for bytes
+	stateParked                 // no goroutine: the poller or a callback wakes it
+	stateListening              // parked, not yet for ParkAfter: an inline source's callback forwards its bytes (see listen)
+	stateDone                   // the copy has returned
 )
 
 // errParked ends a copy loop whose direction was parked; it never leaves
@@ -43,10 +44,10 @@ type direction struct {
 
 	// Parking (see Options.ParkAfter).
 	state  atomic.Int32
-	pmu    sync.Mutex // orders an eviction with the reader's answer to it
-	token  uint64     // the poller's key while parked on a socket; 0 when none
-	wakeFn func()     // d.wake, made once
-	parks  int32      // times parked; owned by the running goroutine
+	pmu    sync.Mutex   // orders an eviction with the reader's answer to it
+	token  uint64       // the poller's key while parked on a socket; 0 when none
+	wakeFn func()       // d.wake, made once
+	parks  atomic.Int32 // times parked
 	// waited: the direction has waited for bytes once. Its first wait
 	// parks at once (a new WebSocket is often quiet, and a burst of them
 	// would otherwise leave the runtime holding a goroutine's worth of
@@ -55,6 +56,7 @@ type direction struct {
 	waited   bool
 	parkable bool
 	evict    bool // the sweeper set a past read deadline to stop the wait
+	inline   bool // src is an inlineSource and dst a TCP socket (see listen)
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
 	// the observer, so a close frame never lands inside another frame).
@@ -85,7 +87,11 @@ func (d *direction) obs() *wsobserve.Observer {
 // resumed by wake, which calls run again on a new goroutine.
 func (d *direction) run() {
 	d.forgetToken()
-	err := d.copy()
+	d.end(d.copy())
+}
+
+// end finishes the direction with the copy's outcome, unless it parked.
+func (d *direction) end(err error) {
 	if err == errParked {
 		return
 	}
@@ -107,20 +113,29 @@ func (d *direction) run() {
 	d.r.directionDone(d)
 }
 
-// wake resumes a parked direction on a new goroutine. It does nothing when
-// the direction is not parked, so the poller, a readiness callback and a
-// closing relay may all call it.
+// wake resumes a parked or listening direction: an inline one forwards
+// what its source holds on the calling goroutine when it can (see
+// forwardInline), any other on a new goroutine. It does nothing when the
+// direction is neither, so the poller, a readiness callback and a closing
+// relay may all call it.
 func (d *direction) wake() {
-	if d.state.CompareAndSwap(stateParked, stateRunning) {
+	switch {
+	case d.state.CompareAndSwap(stateListening, stateRunning):
+	case d.state.CompareAndSwap(stateParked, stateRunning):
 		sweep.parked.Add(-1)
 		d.r.ctr.Parked.Add(-1)
-		go d.run()
+	default:
+		return
 	}
+	if d.inline && d.forwardInline() {
+		return
+	}
+	go d.run()
 }
 
 // setParked marks d parked; the caller then registers it for wake-up.
 func (d *direction) setParked() {
-	d.parks++
+	d.parks.Add(1)
 	sweep.parked.Add(1)
 	d.r.ctr.Parked.Add(1)
 	d.state.Store(stateParked)
@@ -141,8 +156,17 @@ func (d *direction) unpark() bool {
 // evictIfWaiting stops a running direction's wait for bytes (the sweeper
 // found the relay idle), so that it parks.
 func (d *direction) evictIfWaiting() {
-	if !d.parkable || d.state.Load() != stateRunning {
+	if d.state.CompareAndSwap(stateListening, stateParked) {
+		// No goroutine to stop: count it parked, and let go of the
+		// inline writer until bytes come again.
+		d.parks.Add(1)
+		sweep.parked.Add(1)
+		d.r.ctr.Parked.Add(1)
+		d.r.inw.Store(nil)
 		return
+	}
+	if !d.parkable || d.inline || d.state.Load() != stateRunning {
+		return // (an inline direction never waits with a goroutine)
 	}
 	d.pmu.Lock()
 	if !d.evict {
@@ -475,7 +499,11 @@ func (d *direction) waitCopy(w readWaiter, wr *sockio.Writer) error {
 				return errParked
 			}
 		}
-		if err := w.WaitReadable(); err != nil {
+		if d.inline {
+			if d.listen() {
+				return errParked
+			}
+		} else if err := w.WaitReadable(); err != nil {
 			if d.evicted(err) {
 				if d.parkNotifier() {
 					return errParked

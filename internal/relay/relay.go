@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsmesh/wsmesh/internal/sockio"
 	"github.com/wsmesh/wsmesh/internal/wsobserve"
 )
 
@@ -250,6 +251,7 @@ func Start(ctx context.Context, down, up net.Conn, pre Prefetched, opts Options,
 	if r.parkAfter > 0 && !splice {
 		for _, d := range []*direction{&r.d2u, &r.u2d} {
 			d.parkable = canPark(d.src, int(r.bufSize))
+			d.inline = d.parkable && canInline(d.src, d.dst())
 			parks = parks || d.parkable
 		}
 	}
@@ -311,6 +313,11 @@ type relayState struct {
 	awayTimer   *time.Timer // bounds the close handshake or the farewell
 	stopCtx     func() bool // stops the context callback of a relay not in watch
 	stopAway    func() bool
+
+	// inw writes to the socket of the direction that forwards inline (at
+	// most one: its source is an HTTP/2 stream, its destination a socket).
+	// Made on the first inline forward, dropped when the relay parks.
+	inw atomic.Pointer[sockio.Writer]
 }
 
 // observedRelay is a relayState with room for its two observers.
@@ -545,7 +552,7 @@ func (r *relayState) finishLocked() {
 		if d.closeSent {
 			r.res.CloseSent++
 		}
-		r.res.Parked += int(d.parks)
+		r.res.Parked += int(d.parks.Load())
 	}
 	r.closed = true
 	r.down().Close()

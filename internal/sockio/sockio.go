@@ -35,11 +35,12 @@ func Read(fd uintptr, p []byte) (int, error) {
 // socket to become writable when its buffer is full. It allocates nothing
 // per write. A Writer serves one goroutine at a time.
 type Writer struct {
-	op  opErrors
-	p   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool // w.try, made once
+	op     opErrors
+	p      []byte
+	n      int
+	err    error
+	fn     func(fd uintptr) bool // w.try, made once
+	nowait bool                  // TryWrite: stop at a full socket buffer
 }
 
 // NewWriter returns a Writer for c when c is a TCP socket, and nil
@@ -68,6 +69,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, w.op.rename(err, "raw-write", "write")
 }
 
+// TryWrite writes what of p the socket takes now, without waiting: n may
+// be short of len(p) with a nil error when the socket's buffer is full.
+// Its errors are Write's.
+func (w *Writer) TryWrite(p []byte) (int, error) {
+	w.nowait = true
+	n, err := w.Write(p)
+	w.nowait = false
+	return n, err
+}
+
 func (w *Writer) try(fd uintptr) bool {
 	for w.n < len(w.p) {
 		k, e := rawWrite(fd, w.p[w.n:])
@@ -76,7 +87,7 @@ func (w *Writer) try(fd uintptr) bool {
 			w.n += k
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return w.nowait
 		default:
 			w.err = e
 			return true

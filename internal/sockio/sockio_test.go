@@ -177,3 +177,37 @@ func TestErrorsReadAsNetConns(t *testing.T) {
 		t.Fatalf("error text %q, want it to start %q", werr.Error(), want)
 	}
 }
+
+// TestTryWriteStopsAtFullBuffer: TryWrite returns, short and without an
+// error, once the socket takes no more, and the bytes it did write arrive
+// in order; a Write then finishes the rest.
+func TestTryWriteStopsAtFullBuffer(t *testing.T) {
+	a, b := testutil.TCPPair(t)
+	w := NewWriter(a)
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB: more than the buffers hold
+	done := make(chan struct{})
+	var n int
+	var err error
+	go func() {
+		defer close(done)
+		n, err = w.TryWrite(msg)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryWrite waited for the reader")
+	}
+	if err != nil || n == 0 || n >= len(msg) {
+		t.Fatalf("TryWrite of %d bytes to an unread socket: n %d, err %v", len(msg), n, err)
+	}
+	go func() {
+		if _, err := w.Write(msg[n:]); err != nil {
+			t.Error(err)
+		}
+		a.CloseWrite()
+	}()
+	got, err := io.ReadAll(b)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes (err %v), want the %d written in order", len(got), err, len(msg))
+	}
+}

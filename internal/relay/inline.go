@@ -1,0 +1,137 @@
+package relay
+
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/wsmesh/wsmesh/internal/sockio"
+)
+
+// inlineForwards counts the reads forwarded on a source's goroutine.
+var inlineForwards atomic.Int64
+
+// inlineSource is a ReadNotifier whose callback, when bytes arrive, runs on
+// the goroutine that received them and may take them without waiting: an
+// HTTP/2 stream, whose connection reader buffers DATA and then calls back.
+type inlineSource interface {
+	ReadNotifier
+	// ReadNoWait is Read without waiting: (0, nil) when nothing is there.
+	ReadNoWait(p []byte) (int, error)
+}
+
+// canInline reports whether a direction from src to dst can forward on its
+// source's goroutine: src is an inlineSource and dst a TCP socket, whose
+// writes can be tried without waiting.
+func canInline(src, dst net.Conn) bool {
+	_, in := src.(inlineSource)
+	_, tcp := dst.(*net.TCPConn)
+	return in && tcp
+}
+
+// maxInlineRounds bounds how many reads an inline forward makes before it
+// hands the direction to a goroutine: the source's reader serves other
+// streams too.
+const maxInlineRounds = 8
+
+// listen waits for bytes from an inline source with no goroutine: the
+// source's callback (wake) forwards what arrives on the source's own
+// goroutine, so a message crossing the relay needs no hand-off between
+// goroutines. A listening direction is not counted parked until the relay
+// has been idle for ParkAfter (see evictIfWaiting). listen reports false
+// when the source is readable already and the caller must read.
+func (d *direction) listen() bool {
+	if d.wakeFn == nil {
+		d.wakeFn = d.wake
+	}
+	d.state.Store(stateListening)
+	if d.src.(ReadNotifier).NotifyReadable(d.wakeFn) {
+		return true
+	}
+	// Readable already. Take the direction back, unless a wake (a closing
+	// relay) took it first and carries on.
+	return !d.state.CompareAndSwap(stateListening, stateRunning) && !d.unpark()
+}
+
+// forwardInline passes on what the inline source holds, on the calling
+// goroutine (the source's reader), without waiting: it reads the bytes,
+// observes them and writes them to dst as far as the socket takes them,
+// then listens again. The direction is running (wake took it). When the
+// bytes need the copy loop (a close handshake under way, the observer's
+// lock taken) or the socket takes only part of them, a new goroutine
+// delivers them and carries on as the copy loop. It reports false, having
+// read nothing, when there are no bytes to forward (the end of the stream,
+// an error): the caller starts the copy loop, which sees why.
+func (d *direction) forwardInline() bool {
+	src := d.src.(inlineSource)
+	for range maxInlineRounds {
+		bp := bufPool.Get().(*[]byte)
+		n, _ := src.ReadNoWait(*bp)
+		if n == 0 {
+			bufPool.Put(bp)
+			return false
+		}
+		if !d.mu.TryLock() {
+			go d.resumeDeliver(bp, n)
+			return true
+		}
+		if d.closeSent || d.wantClose != nil {
+			d.mu.Unlock()
+			go d.resumeDeliver(bp, n)
+			return true
+		}
+		p := (*bp)[:n]
+		if o := d.obs(); o != nil {
+			o.Feed(p)
+		}
+		w := d.r.inw.Load()
+		if w == nil {
+			w = sockio.NewWriter(d.dst())
+			d.r.inw.Store(w)
+		}
+		k, err := w.TryWrite(p)
+		if k > 0 {
+			d.wrote(k)
+		}
+		if err != nil || k < n {
+			go d.resumeWrite(bp, k, n, err) // d.mu goes along, still locked
+			return true
+		}
+		d.mu.Unlock()
+		bufPool.Put(bp)
+		inlineForwards.Add(1)
+		if d.listen() {
+			return true
+		}
+	}
+	go d.run()
+	return true
+}
+
+// resumeWrite finishes an inline forward whose bytes dst did not take
+// whole: it writes (*bp)[k:n], holding d.mu, which forwardInline handed
+// over locked so that no close frame lands among those bytes (the
+// observer has seen them all), and then carries on as the copy loop.
+func (d *direction) resumeWrite(bp *[]byte, k, n int, werr error) {
+	if werr == nil {
+		var m int
+		m, werr = d.write((*bp)[k:n], nil)
+		d.wrote(m)
+	}
+	d.mu.Unlock()
+	bufPool.Put(bp)
+	if werr != nil {
+		d.end(&SideError{d.other(), "write", werr})
+		return
+	}
+	d.end(d.copy())
+}
+
+// resumeDeliver delivers the n bytes an inline forward read but could not
+// write itself, the copy loop's way, and then carries on as the copy loop.
+func (d *direction) resumeDeliver(bp *[]byte, n int) {
+	if stop, err := d.deliver(bp, n, nil); stop {
+		d.end(err)
+		return
+	}
+	d.end(d.copy())
+}
