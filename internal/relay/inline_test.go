@@ -75,13 +75,7 @@ func startH2Relay(t *testing.T, opts Options) *h2Relay {
 
 func (h *h2Relay) wait(t *testing.T) Result {
 	t.Helper()
-	select {
-	case r := <-h.result:
-		return r
-	case <-time.After(testTimeout):
-		t.Fatal("relay did not end")
-		return Result{}
-	}
+	return waitResult(t, h.result)
 }
 
 // TestInlineForwardKeepsOrder: bytes from an HTTP/2 stream reach the

@@ -95,8 +95,14 @@ func start(t testing.TB, m mode, pre Prefetched) *harness {
 
 func (h *harness) wait(t testing.TB) Result {
 	t.Helper()
+	return waitResult(t, h.result)
+}
+
+// waitResult waits for a relay's Result on ch.
+func waitResult(t testing.TB, ch <-chan Result) Result {
+	t.Helper()
 	select {
-	case r := <-h.result:
+	case r := <-ch:
 		return r
 	case <-time.After(testTimeout):
 		t.Fatal("relay did not end")
