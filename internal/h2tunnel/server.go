@@ -482,11 +482,13 @@ func (ss *ServerStream) WaitReadable() error { return ss.s.waitReadable() }
 
 // NotifyReadable arranges for f to be called once when Read would not
 // block; it reports false, arranging nothing, when Read would not block
-// already. A relay uses it to wait without a goroutine. When DATA makes
-// the stream readable, f runs on the goroutine that reads the whole
-// connection, right after the DATA is buffered: it must not block, and may
-// take the bytes with ReadNoWait and pass them on at once. For anything
-// else (the end of the stream, a reset, Close) f runs on a new goroutine.
+// already. A relay uses it to wait without a goroutine. When a DATA frame
+// arrives (with bytes, END_STREAM, or neither: f may find nothing to
+// read), f runs on the goroutine that reads the whole connection, right
+// after the frame is buffered: it must not block, and may take the bytes
+// with ReadNoWait and pass them on at once. For anything else (HEADERS
+// ending the stream, a reset, Close, the connection lost) f runs on a new
+// goroutine.
 func (ss *ServerStream) NotifyReadable(f func()) bool { return ss.s.notifyReadable(f) }
 
 // ReadNoWait is Read without waiting: it returns (0, nil) when no bytes

@@ -154,7 +154,8 @@ func (d *direction) unpark() bool {
 }
 
 // evictIfWaiting stops a running direction's wait for bytes (the sweeper
-// found the relay idle), so that it parks.
+// found the relay idle), so that it parks; a listening direction, which
+// has no goroutine to stop, is counted parked at once.
 func (d *direction) evictIfWaiting() {
 	if d.state.CompareAndSwap(stateListening, stateParked) {
 		// No goroutine to stop: count it parked, and let go of the
@@ -482,9 +483,11 @@ type readWaiter interface {
 // (an HTTP/2 stream), so that a parked direction reading from it needs no
 // goroutine.
 type ReadNotifier interface {
-	// NotifyReadable arranges for f to be called once, on some other
-	// goroutine, when Read would not block (bytes, end of stream, an
-	// error, or Close). It reports false, arranging nothing, when Read
+	// NotifyReadable arranges for f to be called once when Read would
+	// not block (bytes, end of stream, an error, or Close), possibly
+	// also spuriously. f may run on the source's own goroutine (an
+	// HTTP/2 connection's reader, right after it buffered DATA), so it
+	// must not block. It reports false, arranging nothing, when Read
 	// would not block already.
 	NotifyReadable(f func()) bool
 }

@@ -58,17 +58,26 @@ func (d *direction) listen() bool {
 // then listens again. The direction is running (wake took it). When the
 // bytes need the copy loop (a close handshake under way, the observer's
 // lock taken) or the socket takes only part of them, a new goroutine
-// delivers them and carries on as the copy loop. It reports false, having
-// read nothing, when there are no bytes to forward (the end of the stream,
-// an error): the caller starts the copy loop, which sees why.
+// delivers them and carries on as the copy loop. A wake with nothing to
+// read (an empty DATA frame) listens again. It reports false when the
+// source has ended or failed, having read nothing in that round: the
+// caller starts the copy loop, which sees why.
 func (d *direction) forwardInline() bool {
 	src := d.src.(inlineSource)
 	for range maxInlineRounds {
 		bp := bufPool.Get().(*[]byte)
-		n, _ := src.ReadNoWait(*bp)
+		n, err := src.ReadNoWait(*bp)
 		if n == 0 {
 			bufPool.Put(bp)
-			return false
+			if err != nil {
+				return false // the copy loop sees why
+			}
+			// A wake with nothing to read (an empty DATA frame, a stale
+			// callback): listen again here rather than on a new goroutine.
+			if d.listen() {
+				return true
+			}
+			continue
 		}
 		if !d.mu.TryLock() {
 			go d.resumeDeliver(bp, n)

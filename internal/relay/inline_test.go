@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,31 +18,50 @@ import (
 	"github.com/wsmesh/wsmesh/internal/wsobserve"
 )
 
-// h2Relay is a relay from an HTTP/2 server stream (downstream, the source
-// an inline direction reads) to a TCP socket (upstream), as a sidecar's
-// inbound side runs one: client writes into the stream, peer is the
-// upstream socket's far end.
+// h2Harness relays the streams of HTTP/2 connections, each to its own TCP
+// socket, as a sidecar's inbound side does: the relay's downstream is the
+// server stream (the source an inline direction reads), its upstream a
+// socket whose far end is the test's peer.
+type h2Harness struct {
+	addr string
+	pool *h2tunnel.Pool
+	ctx  context.Context
+	opts Options
+	next chan *h2Relay
+}
+
+// h2Relay is one relayed stream: client writes into it, peer reads what
+// the relay forwards.
 type h2Relay struct {
 	client *h2tunnel.Stream
 	peer   *net.TCPConn
 	result chan Result
-	handle chan Handle
+	ends   atomic.Int32 // times the relay reported its end
+	handle Handle
+	cancel context.CancelFunc
 }
 
-func startH2Relay(t *testing.T, opts Options) *h2Relay {
+func startH2Harness(t *testing.T, opts Options) *h2Harness {
 	t.Helper()
-	up, peer := testutil.TCPPair(t)
-	h := &h2Relay{peer: peer, result: make(chan Result, 1), handle: make(chan Handle, 1)}
+	h := &h2Harness{opts: opts, next: make(chan *h2Relay)}
 	srv := h2tunnel.NewServer(h2tunnel.ServerConfig{Handler: func(st *h2tunnel.ServerStream) {
+		rr := <-h.next
+		up, peer := testutil.TCPPair(t)
+		rr.peer = peer
 		if err := st.WriteResponse(200, nil, false); err != nil {
 			t.Error(err)
 			return
 		}
 		done := make(chan struct{})
-		h.handle <- Start(context.Background(), st, up, Prefetched{}, opts, EndFunc(func(r Result) {
-			h.result <- r
-			close(done)
+		ctx, cancel := context.WithCancel(context.Background())
+		rr.cancel = cancel
+		rr.handle = Start(ctx, st, up, Prefetched{}, h.opts, EndFunc(func(r Result) {
+			if rr.ends.Add(1) == 1 {
+				rr.result <- r
+				close(done)
+			}
 		}))
+		h.next <- nil // rr is set up
 		<-done
 	}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,32 +71,53 @@ func startH2Relay(t *testing.T, opts Options) *h2Relay {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		c, err := ln.Accept()
-		if err == nil {
-			_ = srv.ServeConn(ctx, c)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { _ = srv.ServeConn(ctx, c) })
 		}
 	})
-	pool := h2tunnel.NewPool(h2tunnel.PoolConfig{})
+	h.pool = h2tunnel.NewPool(h2tunnel.PoolConfig{})
+	h.ctx, h.addr = ctx, ln.Addr().String()
 	t.Cleanup(func() {
-		pool.Close()
+		h.pool.Close()
 		srv.Close()
 		cancel()
 		ln.Close()
 		wg.Wait()
 	})
-	h.client, err = pool.OpenStream(ctx, ln.Addr().String(), &h2tunnel.Request{Method: "POST", Scheme: "http", Authority: "relay.test", Path: "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.client.ReadResponse(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return h
 }
 
-func (h *h2Relay) wait(t *testing.T) Result {
+// open opens a stream (on the pool's connection to the harness) and
+// returns it once its relay has started.
+func (h *h2Harness) open(t *testing.T) *h2Relay {
 	t.Helper()
-	return waitResult(t, h.result)
+	rr := &h2Relay{result: make(chan Result, 1)}
+	go func() { h.next <- rr }()
+	var err error
+	rr.client, err = h.pool.OpenStream(h.ctx, h.addr, &h2tunnel.Request{Method: "POST", Scheme: "http", Authority: "relay.test", Path: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rr.client.ReadResponse(h.ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-h.next
+	return rr
+}
+
+// wait waits for the relay's end and checks it was reported once.
+func (rr *h2Relay) wait(t *testing.T) Result {
+	t.Helper()
+	r := waitResult(t, rr.result)
+	time.Sleep(50 * time.Millisecond)
+	if n := rr.ends.Load(); n != 1 {
+		t.Fatalf("the relay reported its end %d times", n)
+	}
+	return r
 }
 
 // TestInlineForwardKeepsOrder: bytes from an HTTP/2 stream reach the
@@ -83,7 +125,7 @@ func (h *h2Relay) wait(t *testing.T) Result {
 // while the socket takes them, and by a goroutine when it is full (the
 // peer stops reading for a while); a half-close follows the last byte.
 func TestInlineForwardKeepsOrder(t *testing.T) {
-	h := startH2Relay(t, Options{ParkAfter: time.Hour, DisableSplice: true})
+	h := startH2Harness(t, Options{ParkAfter: time.Hour, DisableSplice: true}).open(t)
 	before := inlineForwards.Load()
 	var sent bytes.Buffer
 	for i := range 400 {
@@ -157,8 +199,8 @@ func maskedFrame(p []byte) []byte {
 // frames flow through its inline direction writes its close frame to the
 // socket between two whole frames, and nothing after it.
 func TestInlineForwardGoesAwayAtFrameBoundary(t *testing.T) {
-	h := startH2Relay(t, Options{Observe: true, ParkAfter: time.Hour, GoingAwayReason: "drain", GoingAwayTimeout: 200 * time.Millisecond})
-	handle := <-h.handle
+	h := startH2Harness(t, Options{Observe: true, ParkAfter: time.Hour, GoingAwayReason: "drain", GoingAwayTimeout: 200 * time.Millisecond}).open(t)
+	handle := h.handle
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -208,4 +250,136 @@ func TestInlineForwardGoesAwayAtFrameBoundary(t *testing.T) {
 		t.Fatalf("only %d frames crossed before going away", o.Frames())
 	}
 	h.wait(t)
+}
+
+// TestInlineForwardNeverBlocksTheReader: a stream whose upstream peer does
+// not read must not hold up another stream of the same HTTP/2 connection
+// (the connection's reader forwards for both, and must never wait).
+func TestInlineForwardNeverBlocksTheReader(t *testing.T) {
+	h := startH2Harness(t, Options{ParkAfter: time.Hour})
+	stuck, live := h.open(t), h.open(t)
+	go func() { _, _ = stuck.client.Write(bytes.Repeat([]byte("x"), 16<<20)) }()
+	time.Sleep(300 * time.Millisecond)
+	for i := range 200 {
+		msg := []byte(fmt.Sprintf("message %d", i))
+		if _, err := live.client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		_ = live.peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.ReadFull(live.peer, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("message %d: got %q, %v", i, got, err)
+		}
+	}
+	stuck.cancel()
+	live.cancel()
+	if r := stuck.wait(t); !errors.Is(r.Err, context.Canceled) {
+		t.Fatalf("stuck relay ended with %v, want its context's end", r.Err)
+	}
+	live.wait(t)
+}
+
+// TestInlineForwardWithParkingChurn: with the sweeper turning listening
+// directions into parked ones between bursts, bytes keep their order and
+// count, the relay ends once, and the parked count comes back.
+func TestInlineForwardWithParkingChurn(t *testing.T) {
+	base := Parked()
+	rr := startH2Harness(t, Options{ParkAfter: time.Millisecond, DisableSplice: true}).open(t)
+	var sent bytes.Buffer
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(rr.peer)
+		got <- b
+	}()
+	for i := range 120 {
+		msg := []byte(fmt.Sprintf("<%d>", i))
+		msg = append(msg, bytes.Repeat([]byte{byte(i)}, i*53%70000)...)
+		sent.Write(msg)
+		if _, err := rr.client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if i%7 == 0 {
+			time.Sleep(time.Duration(i%40) * time.Millisecond)
+		}
+	}
+	if err := rr.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, sent.Bytes()) {
+		t.Fatalf("peer got %d bytes, want %d", len(b), sent.Len())
+	}
+	rr.peer.Close()
+	res := rr.wait(t)
+	if res.BytesDownToUp != int64(sent.Len()) || res.Parked == 0 {
+		t.Fatalf("counted %d bytes down to up (want %d), parked %d times", res.BytesDownToUp, sent.Len(), res.Parked)
+	}
+	if n := Parked(); n != base {
+		t.Fatalf("Parked() = %d after the relay ended, want %d", n, base)
+	}
+}
+
+// TestInlineForwardEnds: a relay whose inline direction is listening, or
+// writing the rest of a forward to a peer that does not read, ends once,
+// with the right cause, however it ends.
+func TestInlineForwardEnds(t *testing.T) {
+	for _, how := range []string{"cancel while writing", "cancel", "reset", "half-close", "idle timeout"} {
+		t.Run(how, func(t *testing.T) {
+			opts := Options{ParkAfter: time.Hour, Observe: true}
+			if how == "idle timeout" {
+				opts.IdleTimeout = 300 * time.Millisecond
+			}
+			rr := startH2Harness(t, opts).open(t)
+			hello := maskedFrame([]byte("hello"))
+			if _, err := rr.client.Write(hello); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(rr.peer, make([]byte, len(hello))); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond) // listening now
+			var res Result
+			switch how {
+			case "cancel while writing":
+				go func() { _, _ = rr.client.Write(maskedFrame(bytes.Repeat([]byte("y"), 16<<20))) }()
+				time.Sleep(300 * time.Millisecond)
+				rr.cancel()
+				if res = rr.wait(t); !errors.Is(res.Err, context.Canceled) {
+					t.Fatalf("ended with %v, want its context's end", res.Err)
+				}
+			case "cancel":
+				rr.cancel()
+				if res = rr.wait(t); !errors.Is(res.Err, context.Canceled) {
+					t.Fatalf("ended with %v, want its context's end", res.Err)
+				}
+			case "reset":
+				rr.client.Reset(0x8) // CANCEL
+				var se *h2tunnel.StreamError
+				if res = rr.wait(t); !errors.As(res.Err, &se) {
+					t.Fatalf("ended with %v, want the stream's reset", res.Err)
+				}
+			case "half-close":
+				if err := rr.client.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if b, err := io.ReadAll(rr.peer); err != nil || len(b) != 0 {
+					t.Fatalf("peer read %d more bytes, %v; want EOF", len(b), err)
+				}
+				rr.peer.Close()
+				if res = rr.wait(t); res.Err != nil || res.FirstEOF != SideDownstream {
+					t.Fatalf("ended with %v, first EOF %v; want a clean end, downstream first", res.Err, res.FirstEOF)
+				}
+			case "idle timeout":
+				// The peer gets a close frame (1001); it answers.
+				b := make([]byte, 64)
+				_ = rr.peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+				if n, err := rr.peer.Read(b); err != nil || n < 2 || b[0] != 0x88 {
+					t.Fatalf("peer read %x, %v; want a close frame", b[:n], err)
+				}
+				_, _ = rr.peer.Write([]byte{0x88, 0x02, 0x03, 0xe9})
+				if res = rr.wait(t); !res.IdleTimedOut {
+					t.Fatalf("result %+v, want an idle timeout", res)
+				}
+			}
+		})
+	}
 }

@@ -100,7 +100,9 @@ func (s *sweeper) loop() {
 	}
 }
 
-// Parked is the number of relay directions parked in this process now:
+// Parked is the number of relay directions parked in this process now
+// (a direction listening for an HTTP/2 stream's bytes, which also holds no
+// goroutine, counts once its relay has been idle for ParkAfter):
 // waiting for bytes without a goroutine.
 func Parked() int64 { return sweep.parked.Load() }
 

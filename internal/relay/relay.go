@@ -316,7 +316,8 @@ type relayState struct {
 
 	// inw writes to the socket of the direction that forwards inline (at
 	// most one: its source is an HTTP/2 stream, its destination a socket).
-	// Made on the first inline forward, dropped when the relay parks.
+	// Made on the first inline forward, dropped when the sweeper counts
+	// that direction parked.
 	inw atomic.Pointer[sockio.Writer]
 }
 
