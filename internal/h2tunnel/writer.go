@@ -56,6 +56,7 @@ type writer struct {
 	c    *conn
 	nc   net.Conn
 	bw   *bufio.Writer
+	wv   vectorWriter // the socket, when it can take a frame in one writev
 	fr   *http2.Framer
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
@@ -81,10 +82,13 @@ type writer struct {
 }
 
 func newWriter(c *conn, nc net.Conn, bufSize int, preface bool) *writer {
+	sc := sockio.Wrap(nc)
+	wv, _ := sc.(vectorWriter)
 	w := &writer{
 		c:        c,
 		nc:       nc,
-		bw:       bufio.NewWriterSize(sockio.Wrap(nc), bufSize),
+		bw:       bufio.NewWriterSize(sc, bufSize),
+		wv:       wv,
 		connWin:  65535,
 		maxFrame: 16384,
 		initWin:  65535,
@@ -461,10 +465,7 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 	w.connWin -= n
 	w.writing = true
 	w.mu.Unlock()
-	err := w.writeData(st.id, p, false)
-	if err == nil {
-		err = w.bw.Flush()
-	}
+	err := w.writeDataNow(st.id, p)
 	w.mu.Lock()
 	w.writing = false
 	more := len(w.ctrl) > 0 || w.readyLen() > 0 || len(w.side) > 0
@@ -518,8 +519,36 @@ func appendDataFrame(b []byte, id uint32, p []byte) []byte {
 	return append(b, p...)
 }
 
+// vectorWriter writes two slices as one (sockio.Conn: one writev(2)).
+type vectorWriter interface {
+	Writev(a, b []byte) (int, error)
+}
+
+// writeDataNow writes a DATA frame to the socket now. When nothing is
+// buffered, header and payload go out together in one writev instead of
+// the payload being copied into bw first. The caller owns bw.
+func (w *writer) writeDataNow(id uint32, p []byte) error {
+	if w.wv == nil || w.bw.Buffered() > 0 {
+		err := w.writeData(id, p, false)
+		if err == nil {
+			err = w.bw.Flush()
+		}
+		return err
+	}
+	_, err := w.wv.Writev(w.dataHeader(id, len(p), false), p)
+	return err
+}
+
 func (w *writer) writeData(id uint32, p []byte, end bool) error {
-	n := len(p)
+	if _, err := w.bw.Write(w.dataHeader(id, len(p), end)); err != nil {
+		return err
+	}
+	_, err := w.bw.Write(p)
+	return err
+}
+
+// dataHeader fills w.dhdr with the header of a DATA frame of n bytes.
+func (w *writer) dataHeader(id uint32, n int, end bool) []byte {
 	h := w.dhdr[:]
 	h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
 	h[3] = byte(http2.FrameData)
@@ -528,11 +557,7 @@ func (w *writer) writeData(id uint32, p []byte, end bool) error {
 		h[4] = byte(http2.FlagDataEndStream)
 	}
 	binary.BigEndian.PutUint32(h[5:], id)
-	if _, err := w.bw.Write(h); err != nil {
-		return err
-	}
-	_, err := w.bw.Write(p)
-	return err
+	return h
 }
 
 func (w *writer) writeCtrl(batch []ctrlFrame) error {

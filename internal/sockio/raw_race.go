@@ -17,6 +17,19 @@ func rawRead(fd uintptr, p []byte) (int, error) {
 	return n, nil
 }
 
+// rawWritev writes a, and b if all of a went, with two write(2) calls.
+func rawWritev(fd uintptr, a, b []byte) (int, error) {
+	n, err := rawWrite(fd, a)
+	if err != nil || n < len(a) {
+		return n, err
+	}
+	m, err := rawWrite(fd, b)
+	if err == syscall.EAGAIN {
+		return n, nil
+	}
+	return n + m, err
+}
+
 func rawWrite(fd uintptr, p []byte) (int, error) {
 	n, err := syscall.Write(int(fd), p)
 	if err != nil {

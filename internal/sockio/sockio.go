@@ -36,6 +36,7 @@ func Read(fd uintptr, p []byte) (int, error) {
 // per write. A Writer serves one goroutine at a time.
 type Writer struct {
 	op     opErrors
+	a      []byte // Writev: written before p
 	p      []byte
 	n      int
 	err    error
@@ -65,8 +66,19 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if err == nil && w.err != nil {
 		err = w.op.wrap("write", w.err)
 	}
-	w.p, w.err = nil, nil
+	w.a, w.p, w.err = nil, nil, nil
 	return n, w.op.rename(err, "raw-write", "write")
+}
+
+// Writev writes a and then b, as Write(append(a, b...)) would, but
+// without copying them together: with one writev(2) when the socket takes
+// both at once.
+func (w *Writer) Writev(a, b []byte) (int, error) {
+	if len(a) == 0 || len(b) == 0 {
+		return w.Write(append(a, b...))
+	}
+	w.a = a
+	return w.Write(b)
 }
 
 // TryWrite writes what of p the socket takes now, without waiting: n may
@@ -80,8 +92,14 @@ func (w *Writer) TryWrite(p []byte) (int, error) {
 }
 
 func (w *Writer) try(fd uintptr) bool {
-	for w.n < len(w.p) {
-		k, e := rawWrite(fd, w.p[w.n:])
+	for w.n < len(w.a)+len(w.p) {
+		var k int
+		var e error
+		if w.n < len(w.a) {
+			k, e = rawWritev(fd, w.a[w.n:], w.p)
+		} else {
+			k, e = rawWrite(fd, w.p[w.n-len(w.a):])
+		}
 		switch e {
 		case nil:
 			w.n += k
@@ -222,4 +240,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.w.Write(p)
+}
+
+// Writev writes a and then b to c's socket (see Writer.Writev).
+func (c *Conn) Writev(a, b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.w.Writev(a, b)
 }

@@ -3,6 +3,7 @@ package sockio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -209,5 +210,59 @@ func TestTryWriteStopsAtFullBuffer(t *testing.T) {
 	got, err := io.ReadAll(b)
 	if err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("read %d bytes (err %v), want the %d written in order", len(got), err, len(msg))
+	}
+}
+
+// TestWritev: Writev's two slices arrive as one stream, in order, also when
+// the socket takes them in many pieces (more than its buffers hold, so the
+// writer waits for the reader in the middle of either slice), and it
+// allocates nothing.
+func TestWritev(t *testing.T) {
+	a, b := testutil.TCPPair(t)
+	w := NewWriter(a)
+	head := []byte("header:")
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	var want bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		for _, p := range [][2][]byte{{head, body}, {body[:1<<20], head}, {head, []byte("x")}} {
+			n, err := w.Writev(p[0], p[1])
+			if err == nil && n != len(p[0])+len(p[1]) {
+				err = fmt.Errorf("Writev wrote %d of %d bytes", n, len(p[0])+len(p[1]))
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- a.CloseWrite()
+	}()
+	want.Write(head)
+	want.Write(body)
+	want.Write(body[:1<<20])
+	want.Write(head)
+	want.Write(head)
+	want.WriteString("x")
+	got, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read %d bytes, want the %d written in order", len(got), want.Len())
+	}
+	c, d := testutil.TCPPair(t)
+	wc, buf := NewWriter(c), make([]byte, 64)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := wc.Writev(head, head); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(d, buf[:2*len(head)]); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per Writev", n)
 	}
 }
