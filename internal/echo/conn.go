@@ -155,9 +155,13 @@ var buffers = sync.Pool{New: func() any {
 	return &b
 }}
 
+// maxPooledBuffer is the largest message buffer kept for reuse: one grown
+// for an outsize message is left to the garbage collector.
+const maxPooledBuffer = 1 << 20
+
 // putBuffer returns buf, which may be nil, to the pool.
 func putBuffer(buf *[]byte) {
-	if buf == nil {
+	if buf == nil || cap(*buf) > maxPooledBuffer {
 		return
 	}
 	*buf = (*buf)[:0]

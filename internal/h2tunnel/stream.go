@@ -51,7 +51,7 @@ type stream struct {
 	resp       *Response     // client: response head
 	headErr    error
 	rnotify    chan struct{} // made by the first Read that waits
-	onReadable func()        // called once by the next unlockNotifyRead
+	onReadable func()        // called once by the next unlockWake
 
 	// Send side, guarded by c.w.mu.
 	wmu     sync.Mutex // serializes Writes
@@ -152,7 +152,8 @@ func (st *stream) unlockWake() func() {
 	return f
 }
 
-// notifyReadable arranges for f to be called by the next unlockNotifyRead,
+// notifyReadable arranges for f to be called by the next unlockNotifyRead
+// or unlockNotifyData,
 // unless read would not block already (then it reports false).
 func (st *stream) notifyReadable(f func()) bool {
 	st.mu.Lock()
@@ -452,8 +453,6 @@ func (st *stream) close(code http2.ErrCode) error {
 	return nil
 }
 
-// deadline is a settable timeout shared by waiting readers or writers
-// (modelled on net.Pipe's).
 // deadlines are a stream's read and write deadlines, under one lock.
 type deadlines struct {
 	mu sync.Mutex
@@ -466,6 +465,8 @@ const (
 	writeDL = 1
 )
 
+// deadline is a settable timeout shared by waiting readers or writers
+// (modelled on net.Pipe's), guarded by its deadlines' lock.
 type deadline struct {
 	timer  *time.Timer
 	cancel chan struct{} // closed when the deadline passes; nil if never set

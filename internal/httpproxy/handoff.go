@@ -37,7 +37,7 @@ func (h *handoff) unlessTaken(f func()) {
 	}
 }
 
-// take hands the queued work to the caller, which must call runAll once,
+// take hands the remaining work to the caller, which must call runAll once,
 // when it is done with the connection.
 func (h *handoff) take() {
 	h.taken = true

@@ -14,6 +14,7 @@ func TestRelayedWebSocketSize(t *testing.T) {
 		t.Errorf("relayedWebSocket is %d bytes, over its %d-byte budget", got, limit)
 	}
 	var _ relay.Ender = (*relayedWebSocket)(nil)
+	var _ relay.GoingAwayReasoner = (*relayedWebSocket)(nil) // a drain's reason reaches the close frame
 }
 
 // TestHandoffSize: a relay keeps its connection's handoff until it ends.

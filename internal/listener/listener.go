@@ -83,6 +83,13 @@ func (c *OriginalConn) CloseWrite() error {
 	return c.Conn.Close()
 }
 
+// TCPConn returns the underlying TCP socket (nil if it is not one), so
+// that a relay can read and write it with raw system calls.
+func (c *OriginalConn) TCPConn() *net.TCPConn {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
 // SyscallConn returns the underlying socket's, so that a relay can wait
 // for an idle connection's bytes without a goroutine.
 func (c *OriginalConn) SyscallConn() (syscall.RawConn, error) {

@@ -132,8 +132,12 @@ func New() *Metrics {
 		Name: "wsmesh_relay_directions_parked",
 		Help: "Directions of relayed connections idle long enough to wait for bytes without a goroutine (two per fully idle WebSocket).",
 	}, func() float64 { return float64(relay.Parked()) })
+	inline := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "wsmesh_relay_inline_forwards_total",
+		Help: "Reads of HTTP/2 DATA that a relay passed to its socket on the connection's reader goroutine, with no hand-off to another goroutine.",
+	}, func() float64 { return float64(relay.InlineForwards()) })
 	m.reg.MustRegister(m.requests, m.requestDuration, m.requestBytes, m.responseBytes,
-		m.tcpSent, m.tcpReceived, m.tcpOpened, m.tcpClosed, m.wsActive, m.wsMessages, m.h2Fallback, parked)
+		m.tcpSent, m.tcpReceived, m.tcpOpened, m.tcpClosed, m.wsActive, m.wsMessages, m.h2Fallback, parked, inline)
 	return m
 }
 

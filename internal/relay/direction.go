@@ -20,7 +20,7 @@ type closeWriter interface{ CloseWrite() error }
 
 // The states of a direction.
 const (
-	stateRunning   int32 = iota // a goroutine copies, or waits for bytes
+	stateRunning   int32 = iota // a goroutine copies or waits for bytes, or an inline forward runs
 	stateParked                 // no goroutine: the poller or a callback wakes it
 	stateListening              // parked, not yet for ParkAfter: an inline source's callback forwards its bytes (see listen)
 	stateDone                   // the copy has returned
@@ -83,8 +83,9 @@ func (d *direction) obs() *wsobserve.Observer {
 	return d.r.res.Up
 }
 
-// run copies until the direction ends or parks. A parked direction is
-// resumed by wake, which calls run again on a new goroutine.
+// run copies until the direction ends or parks. A parked (or listening)
+// direction is resumed by wake, which forwards inline when it can (see
+// forwardInline) and otherwise calls run again on a new goroutine.
 func (d *direction) run() {
 	d.forgetToken()
 	d.end(d.copy())
@@ -121,9 +122,7 @@ func (d *direction) end(err error) {
 func (d *direction) wake() {
 	switch {
 	case d.state.CompareAndSwap(stateListening, stateRunning):
-	case d.state.CompareAndSwap(stateParked, stateRunning):
-		sweep.parked.Add(-1)
-		d.r.ctr.Parked.Add(-1)
+	case d.unpark():
 	default:
 		return
 	}

@@ -10,6 +10,10 @@ import (
 // inlineForwards counts the reads forwarded on a source's goroutine.
 var inlineForwards atomic.Int64
 
+// InlineForwards is the number of reads of an HTTP/2 stream that relays in
+// this process have forwarded on the stream's own goroutine (see listen).
+func InlineForwards() int64 { return inlineForwards.Load() }
+
 // inlineSource is a ReadNotifier whose callback, when bytes arrive, runs on
 // the goroutine that received them and may take them without waiting: an
 // HTTP/2 stream, whose connection reader buffers DATA and then calls back.
@@ -20,12 +24,12 @@ type inlineSource interface {
 }
 
 // canInline reports whether a direction from src to dst can forward on its
-// source's goroutine: src is an inlineSource and dst a TCP socket, whose
-// writes can be tried without waiting.
+// source's goroutine: src is an inlineSource and dst a TCP socket (or an
+// intercepted connection wrapping one), whose writes can be tried without
+// waiting.
 func canInline(src, dst net.Conn) bool {
 	_, in := src.(inlineSource)
-	_, tcp := dst.(*net.TCPConn)
-	return in && tcp
+	return in && sockio.TCPConnOf(dst) != nil
 }
 
 // maxInlineRounds bounds how many reads an inline forward makes before it

@@ -301,6 +301,13 @@ func TestInlineForwardWithParkingChurn(t *testing.T) {
 		if i%7 == 0 {
 			time.Sleep(time.Duration(i%40) * time.Millisecond)
 		}
+		if i == 40 || i == 80 {
+			// Idle past a sweep: the listening direction is counted parked.
+			time.Sleep(2 * sweepInterval)
+			if Parked() <= base {
+				t.Fatalf("Parked() = %d while the relay is idle, want more than %d", Parked(), base)
+			}
+		}
 	}
 	if err := rr.client.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -310,7 +317,7 @@ func TestInlineForwardWithParkingChurn(t *testing.T) {
 	}
 	rr.peer.Close()
 	res := rr.wait(t)
-	if res.BytesDownToUp != int64(sent.Len()) || res.Parked == 0 {
+	if res.BytesDownToUp != int64(sent.Len()) || res.Parked < 4 { // each direction's first wait, and the inline one at each pause
 		t.Fatalf("counted %d bytes down to up (want %d), parked %d times", res.BytesDownToUp, sent.Len(), res.Parked)
 	}
 	if n := Parked(); n != base {

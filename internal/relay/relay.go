@@ -191,8 +191,8 @@ type EndFunc func(Result)
 // RelayEnded calls f(res).
 func (f EndFunc) RelayEnded(res Result) { f(res) }
 
-// goingAwayReasoner is the optional method of an Ender (see Ender).
-type goingAwayReasoner interface {
+// GoingAwayReasoner is the optional method of an Ender (see Ender).
+type GoingAwayReasoner interface {
 	GoingAwayReason() string
 }
 
@@ -419,7 +419,7 @@ func (r *relayState) onGoingAway() {
 		code = wsobserve.CloseGoingAway
 	}
 	reason := r.away.reason
-	if gr, ok := r.done.(goingAwayReasoner); ok {
+	if gr, ok := r.done.(GoingAwayReasoner); ok {
 		reason = gr.GoingAwayReason()
 	}
 	if !r.goAwayLocked(code, reason) {

@@ -18,16 +18,19 @@ func rawRead(fd uintptr, p []byte) (int, error) {
 }
 
 // rawWritev writes a, and b if all of a went, with two write(2) calls.
+// Once a went, it reports success with what was written: an error of the
+// second call (EAGAIN, EINTR or another) comes back from the next try, which
+// writes only b, so a is never written twice nor left uncounted.
 func rawWritev(fd uintptr, a, b []byte) (int, error) {
 	n, err := rawWrite(fd, a)
 	if err != nil || n < len(a) {
 		return n, err
 	}
 	m, err := rawWrite(fd, b)
-	if err == syscall.EAGAIN {
+	if err != nil {
 		return n, nil
 	}
-	return n + m, err
+	return n + m, nil
 }
 
 func rawWrite(fd uintptr, p []byte) (int, error) {

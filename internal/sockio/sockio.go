@@ -74,8 +74,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 // without copying them together: with one writev(2) when the socket takes
 // both at once.
 func (w *Writer) Writev(a, b []byte) (int, error) {
-	if len(a) == 0 || len(b) == 0 {
-		return w.Write(append(a, b...))
+	switch {
+	case len(a) == 0:
+		return w.Write(b)
+	case len(b) == 0:
+		return w.Write(a)
 	}
 	w.a = a
 	return w.Write(b)
@@ -205,20 +208,39 @@ type Conn struct {
 	w   *Writer
 }
 
-// Wrap returns c as a *Conn when it is a TCP socket, and c otherwise.
+// Wrap returns c as a *Conn when it is a *net.TCPConn, and c otherwise.
 func Wrap(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
 	r, w := NewReader(c), NewWriter(c)
 	if r == nil || w == nil {
 		return c
 	}
-	return &Conn{TCPConn: c.(*net.TCPConn), r: r, w: w}
+	return &Conn{TCPConn: tc, r: r, w: w}
 }
 
-// RawConnOf returns c's RawConn when c is a TCP socket (non-blocking, as
-// every socket of package net is), and nil otherwise.
+// TCPConnOf returns the TCP socket c is, or wraps: c itself when it is a
+// *net.TCPConn, what its TCPConn method returns when it has one (an
+// intercepted connection that reports another local address), and nil
+// otherwise.
+func TCPConnOf(c net.Conn) *net.TCPConn {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c
+	case interface{ TCPConn() *net.TCPConn }:
+		return c.TCPConn()
+	}
+	return nil
+}
+
+// RawConnOf returns the RawConn of the TCP socket c is or wraps (see
+// TCPConnOf; non-blocking, as every socket of package net is), and nil
+// otherwise.
 func RawConnOf(c net.Conn) syscall.RawConn {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	tc := TCPConnOf(c)
+	if tc == nil {
 		return nil
 	}
 	rc, err := tc.SyscallConn()

@@ -266,3 +266,32 @@ func TestWritev(t *testing.T) {
 		t.Fatalf("%v allocations per Writev", n)
 	}
 }
+
+// wrapped is a connection that wraps a TCP socket and says so, as an
+// intercepted connection does.
+type wrapped struct{ net.Conn }
+
+func (w wrapped) TCPConn() *net.TCPConn { return w.Conn.(*net.TCPConn) }
+
+// TestTCPConnOf: a TCP socket is found directly or through its wrapper,
+// writes reach it through the wrapper, and anything else has none.
+func TestTCPConnOf(t *testing.T) {
+	a, b := testutil.TCPPair(t)
+	if TCPConnOf(a) != a || TCPConnOf(wrapped{a}) != a {
+		t.Fatal("TCP socket not found")
+	}
+	p, q := net.Pipe()
+	defer p.Close()
+	defer q.Close()
+	if TCPConnOf(p) != nil || NewWriter(p) != nil {
+		t.Fatal("a net.Pipe end taken for a TCP socket")
+	}
+	w := NewWriter(wrapped{a})
+	if _, err := w.Write([]byte("through the wrapper")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("through the wrapper"))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "through the wrapper" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}

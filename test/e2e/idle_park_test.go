@@ -87,6 +87,13 @@ func TestIdleWebSocketsParkThroughH2Mesh(t *testing.T) {
 			}
 		}
 	}
+	// Each sidecar's HTTP/2 side passed the echoes on from the connection's
+	// reader (the client's upstream, the server's downstream).
+	for _, side := range []string{"client", "server"} {
+		if v := metricValue(t, m, side, "wsmesh_relay_inline_forwards_total"); v < n {
+			t.Errorf("%s sidecar forwarded %v reads inline, want at least %d", side, v, n)
+		}
+	}
 	for _, c := range conns {
 		if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
 			t.Fatal(err)
