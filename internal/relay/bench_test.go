@@ -8,6 +8,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // wsStream is a run of masked 1 KiB binary frames, so the observer has real
@@ -86,4 +87,29 @@ func cpuTime() int64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// BenchmarkRelayH2Inline sends 64-byte WebSocket frames, one at a time,
+// from an HTTP/2 stream through a relay to a socket: the path a server
+// sidecar's inbound takes, where the connection's reader forwards each
+// frame itself. inline/op is the share of frames forwarded that way.
+func BenchmarkRelayH2Inline(b *testing.B) {
+	rr := startH2Harness(b, Options{Observe: true, ParkAfter: time.Hour}).open(b)
+	msg := maskedFrame(bytes.Repeat([]byte{0x5a}, 64))
+	buf := make([]byte, len(msg))
+	before := inlineForwards.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := rr.client.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(rr.peer, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(inlineForwards.Load()-before)/float64(b.N), "inline/op")
+	rr.cancel()
+	rr.wait(b)
 }

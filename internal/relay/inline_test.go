@@ -41,7 +41,7 @@ type h2Relay struct {
 	cancel context.CancelFunc
 }
 
-func startH2Harness(t *testing.T, opts Options) *h2Harness {
+func startH2Harness(t testing.TB, opts Options) *h2Harness {
 	t.Helper()
 	h := &h2Harness{opts: opts, next: make(chan *h2Relay)}
 	srv := h2tunnel.NewServer(h2tunnel.ServerConfig{Handler: func(st *h2tunnel.ServerStream) {
@@ -93,7 +93,7 @@ func startH2Harness(t *testing.T, opts Options) *h2Harness {
 
 // open opens a stream (on the pool's connection to the harness) and
 // returns it once its relay has started.
-func (h *h2Harness) open(t *testing.T) *h2Relay {
+func (h *h2Harness) open(t testing.TB) *h2Relay {
 	t.Helper()
 	rr := &h2Relay{result: make(chan Result, 1)}
 	go func() { h.next <- rr }()
@@ -110,7 +110,7 @@ func (h *h2Harness) open(t *testing.T) *h2Relay {
 }
 
 // wait waits for the relay's end and checks it was reported once.
-func (rr *h2Relay) wait(t *testing.T) Result {
+func (rr *h2Relay) wait(t testing.TB) Result {
 	t.Helper()
 	r := waitResult(t, rr.result)
 	time.Sleep(50 * time.Millisecond)
