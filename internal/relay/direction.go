@@ -134,10 +134,16 @@ func (d *direction) wake() {
 
 // setParked marks d parked; the caller then registers it for wake-up.
 func (d *direction) setParked() {
+	d.countParked()
+	d.state.Store(stateParked)
+}
+
+// countParked counts one more park of d, in the relay's and the process's
+// counts (unpark takes the latter two back).
+func (d *direction) countParked() {
 	d.parks.Add(1)
 	sweep.parked.Add(1)
 	d.r.ctr.Parked.Add(1)
-	d.state.Store(stateParked)
 }
 
 // unpark takes d back from the parked state when registering it failed
@@ -159,9 +165,7 @@ func (d *direction) evictIfWaiting() {
 	if d.state.CompareAndSwap(stateListening, stateParked) {
 		// No goroutine to stop: count it parked, and let go of the
 		// inline writer until bytes come again.
-		d.parks.Add(1)
-		sweep.parked.Add(1)
-		d.r.ctr.Parked.Add(1)
+		d.countParked()
 		d.r.inw.Store(nil)
 		return
 	}
@@ -539,12 +543,21 @@ func (d *direction) parkNotifier() bool {
 	if !ok {
 		return false
 	}
+	d.setParked()
+	return d.notify(n)
+}
+
+// notify registers d's wake-up as n's readiness callback, d being marked
+// parked or listening already. It reports false when n is readable
+// already and d is running again: the caller reads.
+func (d *direction) notify(n ReadNotifier) bool {
 	if d.wakeFn == nil {
 		d.wakeFn = d.wake
 	}
-	d.setParked()
 	if n.NotifyReadable(d.wakeFn) {
 		return true
 	}
-	return !d.unpark()
+	// Readable already. Take the direction back, unless a wake (a closing
+	// relay) took it first and carries on.
+	return !d.state.CompareAndSwap(stateListening, stateRunning) && !d.unpark()
 }

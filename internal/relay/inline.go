@@ -44,16 +44,8 @@ const maxInlineRounds = 8
 // has been idle for ParkAfter (see evictIfWaiting). listen reports false
 // when the source is readable already and the caller must read.
 func (d *direction) listen() bool {
-	if d.wakeFn == nil {
-		d.wakeFn = d.wake
-	}
 	d.state.Store(stateListening)
-	if d.src.(ReadNotifier).NotifyReadable(d.wakeFn) {
-		return true
-	}
-	// Readable already. Take the direction back, unless a wake (a closing
-	// relay) took it first and carries on.
-	return !d.state.CompareAndSwap(stateListening, stateRunning) && !d.unpark()
+	return d.notify(d.src.(ReadNotifier))
 }
 
 // forwardInline passes on what the inline source holds, on the calling
