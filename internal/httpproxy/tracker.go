@@ -67,8 +67,9 @@ func (t *Tracked) started(h relay.Handle) {
 	}
 }
 
-// awayReason is the reason given to GoAway.
-func (t *Tracked) awayReason() string {
+// GoingAwayReason is the reason given to GoAway: the close reason a relay
+// going away sends (see relay.GoingAwayReasoner).
+func (t *Tracked) GoingAwayReason() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.reason

@@ -197,10 +197,6 @@ func (ws *relayedWebSocket) RelayEnded(res relay.Result) {
 	p.relays.Done()
 }
 
-// GoingAwayReason is the close reason the relay sends when it goes away:
-// the one given to GoAway.
-func (ws *relayedWebSocket) GoingAwayReason() string { return ws.awayReason() }
-
 // webSocketEnded completes and logs the record of a relayed WebSocket.
 func (p *Proxy) webSocketEnded(res relay.Result, rec *accesslog.Record, tr *Tracked, t *Target) {
 	rec.BytesReceived += res.BytesDownToUp
@@ -209,7 +205,7 @@ func (p *Proxy) webSocketEnded(res relay.Result, rec *accesslog.Record, tr *Trac
 	observeInto(ws, res)
 	switch {
 	case res.WentAway:
-		rec.ConnectionTerminationDetails = tr.awayReason() + ": close 1001 (going away) sent to " + strconv.Itoa(res.CloseSent) + " peer(s)"
+		rec.ConnectionTerminationDetails = tr.GoingAwayReason() + ": close 1001 (going away) sent to " + strconv.Itoa(res.CloseSent) + " peer(s)"
 	case res.IdleTimedOut:
 		rec.ResponseFlags = joinFlags(rec.ResponseFlags, accesslog.StreamIdleTimeout)
 		rec.ConnectionTerminationDetails = "websocket idle timeout"
