@@ -59,12 +59,12 @@ type direction struct {
 	inline   bool // src is an inlineSource and dst a TCP socket (see listen)
 
 	// Going-away state, guarded by mu (held while writing to dst and feeding
-	// the observer, so a close frame never lands inside another frame).
+	// the observer, so a close frame never lands inside another frame),
+	// except that wantClose is set without it (see armGoAway).
 	mu        sync.Mutex
-	wantClose *[]byte // close frame to write at the next boundary
-	closeSent bool    // written; frames from src are observed and dropped
-	finished  bool    // copy has returned
-	sawClose  bool    // src had sent a close frame before the close was written
+	wantClose atomic.Pointer[[]byte] // close frame to write at the next boundary, once r.awayArmed
+	closeSent bool                   // written; frames from src are observed and dropped
+	finished  bool                   // copy has returned
 }
 
 // dst is where the direction writes: the other direction's source.
@@ -246,21 +246,30 @@ func (d *direction) copy() error {
 	return d.bufferCopy()
 }
 
-// armGoAway asks for frame to be written to dst at the next frame boundary.
+// armGoAway asks for the close frames down and up to be written at the
+// next frame boundary of u2d and d2u respectively, and writes each one now
+// if its direction stands at one. r.mu is held.
 //
-// It is two steps, armGoAway on both directions and then fireGoAway on
-// both, so that neither peer hears a close frame before the other
-// direction is armed: a peer answering at once must not have its answer
-// relayed to the other peer ahead of ours.
-func (d *direction) armGoAway(frame []byte) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	o := d.obs()
-	if d.finished || d.closeSent || o == nil {
-		return
-	}
-	_, _, d.sawClose = o.Close()
-	d.wantClose = &frame
+// The frames are set without the directions' locks, which a copy loop
+// holds while it writes a chunk to a peer that may read slowly: the loop
+// sees the frame before its next write and places it at the next boundary
+// itself, instead of writing chunk after chunk ahead of a lock waiter.
+// Neither frame counts until both are set (r.awayArmed), so that neither
+// peer hears a close frame before the other direction is armed: a peer
+// answering at once must not have its answer relayed to the other peer
+// ahead of ours.
+func (r *relayState) armGoAway(down, up []byte) {
+	r.u2d.wantClose.Store(&down)
+	r.d2u.wantClose.Store(&up)
+	r.awayArmed.Store(true)
+	r.d2u.fireGoAway()
+	r.u2d.fireGoAway()
+}
+
+// closePendingLocked reports whether an armed close frame waits to be
+// written to dst.
+func (d *direction) closePendingLocked() bool {
+	return !d.closeSent && !d.finished && d.wantClose.Load() != nil && d.r.awayArmed.Load()
 }
 
 // fireGoAway writes the armed close frame now if the stream stands at a
@@ -268,7 +277,7 @@ func (d *direction) armGoAway(frame []byte) {
 func (d *direction) fireGoAway() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.wantClose != nil && !d.finished && d.obs().ToBoundary() == 0 {
+	if d.closePendingLocked() && d.obs().ToBoundary() == 0 {
 		d.injectLocked()
 	}
 }
@@ -299,8 +308,7 @@ func (d *direction) sayGoodbye(frame []byte) bool {
 
 // injectLocked writes the pending close frame.
 func (d *direction) injectLocked() {
-	frame := *d.wantClose
-	d.wantClose = nil
+	frame := *d.wantClose.Swap(nil)
 	d.closeSent = true
 	dst := d.dst()
 	_ = dst.SetWriteDeadline(time.Now().Add(time.Second))
@@ -322,13 +330,13 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 			d.wrote(len(p)) // received from the peer, though dropped
 			if o != nil {
 				o.Feed(p)
-				_, _, ok := o.Close()
-				return ok || d.sawClose, nil
+				_, _, ok := o.Close() // src's close frame, before ours or after
+				return ok, nil
 			}
 			return false, nil
 		}
 		k := len(p)
-		if d.wantClose != nil {
+		if d.closePendingLocked() {
 			tb := o.ToBoundary()
 			switch {
 			case tb == 0:
@@ -351,7 +359,7 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 		d.wrote(k)
 		p = p[k:]
 	}
-	if d.wantClose != nil && o.ToBoundary() == 0 {
+	if d.closePendingLocked() && o.ToBoundary() == 0 {
 		d.injectLocked()
 	}
 	return false, nil

@@ -79,7 +79,7 @@ func (d *direction) forwardInline() bool {
 			go d.resumeDeliver(bp, n)
 			return true
 		}
-		if d.closeSent || d.wantClose != nil {
+		if d.closeSent || d.wantClose.Load() != nil {
 			d.mu.Unlock()
 			go d.resumeDeliver(bp, n)
 			return true

@@ -307,8 +307,9 @@ type relayState struct {
 	bufSize     int32
 	closed      bool
 	saidGoodbye bool
-	awayStarted bool // a close handshake (going away, idle) is under way
-	ctxGrouped  bool // ctx is watched by watch, not by stopCtx
+	awayStarted bool        // a close handshake (going away, idle) is under way
+	ctxGrouped  bool        // ctx is watched by watch, not by stopCtx
+	awayArmed   atomic.Bool // both directions' close frames are set (see armGoAway)
 	idleTimer   *time.Timer
 	awayTimer   *time.Timer // bounds the close handshake or the farewell
 	stopCtx     func() bool // stops the context callback of a relay not in watch
@@ -398,10 +399,7 @@ func (r *relayState) goAwayLocked(code int, reason string) bool {
 	_ = r.down().SetWriteDeadline(deadline)
 	// To the downstream peer (a client): unmasked; to the upstream peer (a
 	// server): masked, as a client's frames must be.
-	r.u2d.armGoAway(wsobserve.CloseFrame(code, reason, false))
-	r.d2u.armGoAway(wsobserve.CloseFrame(code, reason, true))
-	r.d2u.fireGoAway()
-	r.u2d.fireGoAway()
+	r.armGoAway(wsobserve.CloseFrame(code, reason, false), wsobserve.CloseFrame(code, reason, true))
 	r.awayStarted = true
 	r.startAwayTimerLocked(timeout)
 	return true

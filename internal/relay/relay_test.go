@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -655,5 +656,57 @@ func TestUpstreamLossSendsBadGatewayClose(t *testing.T) {
 	r := h.wait(t)
 	if r.CloseSent != 1 {
 		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestGoingAwayIsNotHeldUpByAWritingCopyLoop arms going away while the
+// upstream-to-downstream copy loop holds its direction's lock, as it does
+// while writing a chunk to a downstream peer that reads slowly. The chunk
+// that loop writes next must not go out ahead of the close frame: the
+// frame is placed at its first boundary, whoever takes the lock first.
+func TestGoingAwayIsNotHeldUpByAWritingCopyLoop(t *testing.T) {
+	h := setup(t, mode{})
+	h.start(context.Background(), Prefetched{}, Options{Observe: true, GoingAwayReason: "draining"})
+	r := h.handle.r
+	d := &r.u2d
+	d.mu.Lock() // the copy loop, mid-write
+	h.handle.GoAway()
+	deadline := time.Now().Add(testTimeout)
+	for !r.awayArmed.Load() {
+		if time.Now().After(deadline) {
+			d.mu.Unlock()
+			t.Fatal("going away was not armed while the direction's lock was held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d.mu.Unlock()
+	// The copy loop's next chunk: two complete server frames.
+	chunk := []byte{0x82, 3, 'o', 'n', 'e', 0x82, 3, 't', 'w', 'o'}
+	if _, err := d.writeChunk(chunk, nil); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 2)
+	if _, err := io.ReadFull(h.client, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if hdr[0] != 0x88 {
+		t.Fatalf("first frame to the client has opcode byte %#x, want a close frame (0x88)", hdr[0])
+	}
+	payload := make([]byte, hdr[1])
+	if _, err := io.ReadFull(h.client, payload); err != nil {
+		t.Fatal(err)
+	}
+	if code := int(payload[0])<<8 | int(payload[1]); code != wsobserve.CloseGoingAway || string(payload[2:]) != "draining" {
+		t.Fatalf("close frame %d %q", code, payload[2:])
+	}
+	// Nothing follows: the chunk's frames were dropped after the close.
+	_ = h.client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := h.client.Read(hdr); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after the close frame the client read %d bytes (%v), want nothing", n, err)
+	}
+	h.client.Close()
+	h.server.Close()
+	if res := h.wait(t); !res.WentAway || res.CloseSent != 2 {
+		t.Fatalf("result %+v", res)
 	}
 }
