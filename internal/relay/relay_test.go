@@ -710,3 +710,73 @@ func TestGoingAwayIsNotHeldUpByAWritingCopyLoop(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
+
+// TestEndRightAfterBytesIsSeen sends a last message and the end of the
+// stream back to back, over and over, to a copy loop that is waiting for
+// bytes: the message and the end usually reach the socket before the
+// loop wakes, so a loop that stopped reading after a short read would
+// pass the message on and then wait for ever. Resets are sent the same
+// way.
+func TestEndRightAfterBytesIsSeen(t *testing.T) {
+	for _, m := range []mode{
+		{name: "nosplice", opts: Options{DisableSplice: true, ParkAfter: -1}},
+		{name: "observe", opts: Options{Observe: true, ParkAfter: -1}},
+		{name: "parking", opts: Options{DisableSplice: true, ParkAfter: time.Hour}},
+	} {
+		for _, end := range []string{"fin", "reset"} {
+			t.Run(m.name+"/"+end, func(t *testing.T) {
+				t.Parallel()
+				for i := range 50 {
+					testEndRightAfterBytes(t, m, end, i)
+				}
+			})
+		}
+	}
+}
+
+func testEndRightAfterBytes(t *testing.T, m mode, end string, i int) {
+	h := start(t, m, Prefetched{})
+	defer h.cancel()
+	// A frame-shaped first message, so that observing relays see frames.
+	ping, last := []byte{0x82, 1, 'a'}, []byte{0x82, 1, 'b'}
+	for _, msg := range [][]byte{ping, ping} { // the second arrives after a wait
+		if _, err := h.client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(h.server, got); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		time.Sleep(time.Millisecond) // let the loop wait for bytes again
+	}
+	if _, err := h.client.Write(last); err != nil {
+		t.Fatal(err)
+	}
+	if end == "fin" {
+		if err := h.client.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		_ = h.client.SetLinger(0)
+		h.client.Close()
+	}
+	_ = h.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if end == "fin" {
+		got, err := io.ReadAll(h.server)
+		if err != nil || !bytes.Equal(got, last) {
+			t.Fatalf("round %d: server read %q, %v after the client's last bytes and FIN", i, got, err)
+		}
+	} else {
+		// The message, then the end: EOF, a reset, or (observing) the
+		// relay's close frame.
+		got := make([]byte, len(last))
+		if _, err := io.ReadFull(h.server, got); err != nil && !errors.Is(err, syscall.ECONNRESET) && err != io.EOF {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if _, err := h.server.Read(got); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("round %d: the client's reset was not passed on", i)
+		}
+	}
+	h.server.Close()
+	h.wait(t)
+}
