@@ -33,27 +33,51 @@ func plainCopyPair(down, up *net.TCPConn) {
 	up.Close()
 }
 
+// benchCase starts what relays a benchmark's harness.
+type benchCase struct {
+	name string
+	run  func(h *harness)
+}
+
+// baselineCase relays with plainCopyPair.
+var baselineCase = benchCase{"baseline-iocopy", func(h *harness) {
+	go func() { plainCopyPair(h.down.(*net.TCPConn), h.up.(*net.TCPConn)); h.result <- Result{} }()
+}}
+
+// benchHarness is a harness without the tests' deadlines.
+func benchHarness(b *testing.B) *harness {
+	h := setup(b, mode{})
+	for _, conn := range []*net.TCPConn{h.client, h.server} {
+		_ = conn.SetDeadline(noDeadline)
+	}
+	return h
+}
+
+// roundTrips writes msg to w and reads len(buf) bytes from r, b.N times.
+func roundTrips(b *testing.B, w io.Writer, r io.Reader, msg, buf []byte) {
+	for range b.N {
+		if _, err := w.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkRelay pushes data one way through one relayed loopback
 // connection. Compare ns/op of each case with baseline-iocopy.
 func BenchmarkRelay(b *testing.B) {
 	chunk := wsStream(1 << 20)
-	cases := []struct {
-		name string
-		run  func(h *harness)
-	}{
-		{"baseline-iocopy", func(h *harness) {
-			go func() { plainCopyPair(h.down.(*net.TCPConn), h.up.(*net.TCPConn)); h.result <- Result{} }()
-		}},
+	cases := []benchCase{
+		baselineCase,
 		{"relay-splice", func(h *harness) { h.start(context.Background(), Prefetched{}, Options{}) }},
 		{"relay-buffer", func(h *harness) { h.start(context.Background(), Prefetched{}, Options{DisableSplice: true}) }},
 		{"relay-observe", func(h *harness) { h.start(context.Background(), Prefetched{}, Options{Observe: true}) }},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			h := setup(b, mode{})
-			for _, conn := range []*net.TCPConn{h.client, h.server} {
-				_ = conn.SetDeadline(noDeadline)
-			}
+			h := benchHarness(b)
 			c.run(h)
 			drained := make(chan int64)
 			go func() { n, _ := io.Copy(io.Discard, h.server); drained <- n }()
@@ -100,16 +124,60 @@ func BenchmarkRelayH2Inline(b *testing.B) {
 	before := inlineForwards.Load()
 	b.ReportAllocs()
 	b.ResetTimer()
-	for range b.N {
-		if _, err := rr.client.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(rr.peer, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	roundTrips(b, rr.client, rr.peer, msg, buf)
 	b.StopTimer()
 	b.ReportMetric(float64(inlineForwards.Load()-before)/float64(b.N), "inline/op")
 	rr.cancel()
 	rr.wait(b)
+}
+
+// BenchmarkRelayPingPong sends a 1 KiB WebSocket frame through a relayed
+// loopback connection and waits for the answer, one at a time: a message's
+// round trip through both directions, each waking for it, reading it
+// short and waiting again (what a sidecar pays per message of a chatty
+// WebSocket). Compare with baseline-iocopy.
+func BenchmarkRelayPingPong(b *testing.B) {
+	ping := wsStream(1032) // one masked 1 KiB frame, client to server
+	pong := append([]byte{0x82, 126, 4, 0}, bytes.Repeat([]byte{0x5a}, 1024)...)
+	cases := []benchCase{
+		baselineCase,
+		{"relay-observe", func(h *harness) {
+			h.start(context.Background(), Prefetched{}, Options{Observe: true, ParkAfter: time.Hour})
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			h := benchHarness(b)
+			c.run(h)
+			served := make(chan error, 1)
+			go func() {
+				buf := make([]byte, len(ping))
+				for {
+					if _, err := io.ReadFull(h.server, buf); err != nil {
+						served <- nil // the client's half-close
+						return
+					}
+					if _, err := h.server.Write(pong); err != nil {
+						served <- err
+						return
+					}
+				}
+			}()
+			buf := make([]byte, len(pong))
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			roundTrips(b, h.client, h.client, ping, buf)
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			_ = h.client.CloseWrite()
+			if err := <-served; err != nil {
+				b.Fatal(err)
+			}
+			_ = h.server.CloseWrite()
+			r := h.wait(b)
+			if r.Down != nil && (r.Down.Violation() != 0 || r.Up.Violation() != 0) {
+				b.Fatal(r.Down.Violation(), r.Up.Violation())
+			}
+		})
+	}
 }

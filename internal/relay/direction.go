@@ -65,6 +65,8 @@ type direction struct {
 	wantClose atomic.Pointer[[]byte] // close frame to write at the next boundary, once r.awayArmed
 	closeSent bool                   // written; frames from src are observed and dropped
 	finished  bool                   // copy has returned
+
+	kicked bool // the poller set a past read deadline for the peer's end (see poller); guarded by pmu
 }
 
 // dst is where the direction writes: the other direction's source.
@@ -87,7 +89,6 @@ func (d *direction) obs() *wsobserve.Observer {
 // direction is resumed by wake, which forwards inline when it can (see
 // forwardInline) and otherwise calls run again on a new goroutine.
 func (d *direction) run() {
-	d.forgetToken()
 	d.end(d.copy())
 }
 
@@ -96,6 +97,7 @@ func (d *direction) end(err error) {
 	if err == errParked {
 		return
 	}
+	d.forgetToken()
 	d.err = err
 	d.mu.Lock()
 	d.finished = true
@@ -183,20 +185,39 @@ func (d *direction) evictIfWaiting() {
 // aLongTimeAgo is a read deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// evicted reports whether err is the sweeper's eviction rather than a real
-// failure, and clears the deadline it set.
-func (d *direction) evicted(err error) bool {
+// kick stops a copy loop's wait for bytes, which may have been skipped
+// the read that would have returned its peer's end (see poller).
+func (d *direction) kick() {
+	d.pmu.Lock()
+	if !d.kicked {
+		d.kicked = true
+		_ = d.src.SetReadDeadline(aLongTimeAgo)
+	}
+	d.pmu.Unlock()
+}
+
+// deadlineWake reports whether err is a past read deadline set by the
+// sweeper's eviction (the direction should park) or the poller's kick (it
+// should read again), rather than a real failure, and clears the deadline.
+func (d *direction) deadlineWake(err error) (evict, kick bool) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
+		return false, false
 	}
 	d.pmu.Lock()
 	defer d.pmu.Unlock()
-	if !d.evict {
-		return false
+	evict, kick = d.evict, d.kicked
+	if evict || kick {
+		d.evict, d.kicked = false, false
+		_ = d.src.SetReadDeadline(time.Time{})
 	}
-	d.evict = false
-	_ = d.src.SetReadDeadline(time.Time{})
-	return true
+	return evict, kick
+}
+
+// evicted reports whether err is the sweeper's eviction rather than a real
+// failure, and clears the deadline it set.
+func (d *direction) evicted(err error) bool {
+	evict, _ := d.deadlineWake(err)
+	return evict
 }
 
 // write writes p to dst: with wr, the copy loop's raw writer, when dst is
@@ -408,14 +429,18 @@ func (d *direction) bufferCopy() error {
 // read is being tried and gives it back before waiting for the next bytes,
 // so an idle relay (most WebSockets, most of the time) holds no buffer.
 // The read is the one net.Conn.Read would make, as a raw system call
-// (sockio.Read); nothing is added per chunk.
+// (sockio.Read); nothing is added per chunk. Bytes are delivered from
+// inside the read callback, so that after a short read the loop can wait
+// for the next bytes without reading again first (see rawRead.try).
 func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
-	x := &rawRead{d: d}
+	x := &rawRead{d: d, wr: wr}
 	x.fn = x.try
 	for {
-		x.bp, x.n, x.err, x.parkNow = nil, 0, nil, false
+		x.bp, x.n, x.err, x.parkNow, x.skip = nil, 0, nil, false, false
 		err := rc.Read(x.fn)
-		bp, n := x.bp, x.n
+		if x.stop {
+			return x.stopErr
+		}
 		if x.parkNow {
 			d.waited = true
 			if d.parkSocket(rc) {
@@ -426,53 +451,103 @@ func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
 		if err == nil {
 			err = x.err
 		}
-		if err != nil || n <= 0 {
-			if bp != nil {
-				bufPool.Put(bp)
-			}
-			if err == nil {
-				return nil // EOF
-			}
-			if d.evicted(err) {
-				if d.parkSocket(rc) {
-					return errParked
-				}
-				continue
-			}
-			return &SideError{d.srcSide, "read", err}
+		if x.bp != nil {
+			bufPool.Put(x.bp)
 		}
-		if stop, err := d.deliver(bp, n, wr); stop {
-			return err
+		if err == nil {
+			return nil // EOF
 		}
+		if evict, kick := d.deadlineWake(err); kick || evict {
+			if kick {
+				// The peer's end (or an error) is there, and its readiness
+				// edge may have been consumed already: read until EAGAIN
+				// before every wait from now on.
+				x.noSkip = true
+			} else if d.parkSocket(rc) {
+				return errParked
+			}
+			continue
+		}
+		return &SideError{d.srcSide, "read", err}
 	}
 }
 
-// rawRead is rawCopy's read attempt, made once per run so that the
-// callback given to RawConn.Read allocates nothing per read.
+// rawRead is rawCopy's read callback and its state, made once per run so
+// that the callback given to RawConn.Read allocates nothing per read.
 type rawRead struct {
 	d       *direction
-	bp      *[]byte // the pooled buffer holding the bytes read
-	n       int
-	err     error
-	parkNow bool                  // the first wait: park instead
+	wr      *sockio.Writer
 	fn      func(fd uintptr) bool // x.try
+	bp      *[]byte               // the pooled buffer being read into
+	n       int
+	err     error // the read's error, EAGAIN aside
+	stopErr error // why delivering stopped (nil: the close handshake finished)
+	stop    bool  // delivering stopped the copy
+	parkNow bool  // the first wait: park instead
+	skip    bool  // the last read was short: wait before reading again
+	watched bool  // the poller watches the socket for its peer's end (until d parks)
+	noSkip  bool  // it could not be made to, or has kicked: read until EAGAIN before each wait
 }
 
+// try is called by RawConn.Read when the socket may be readable. It reads
+// and delivers until the socket has no bytes (it returns false: wait), or
+// the stream ends, fails or must park (it returns true).
+//
+// A read that returns fewer bytes than the buffer holds has drained the
+// socket (the kernel copies all it has queued), so try waits next instead
+// of making the read that would return EAGAIN, one of the three system
+// calls (read, write, empty read) a message cost a direction. Bytes that
+// arrive later make a new readiness edge, which ends the wait. The peer's
+// end may not: a FIN that came with the last bytes left no edge of its
+// own, so before the first such wait the socket is watched for it
+// (watchSocket), and the poller's kick ends the wait when it comes. After
+// a kick every wait is found with a read again: the end's own edge may
+// have been consumed by then (RawConn.Read discards a readiness that came
+// before it was called). The first wait is also found with a read, since
+// it parks instead.
+//
+// Only a parkable direction skips (waited is set by its first park). A
+// read also stops short at TCP urgent data, with bytes still queued and no
+// edge to come; no WebSocket peer sends any, and should one, the sweeper
+// stops the wait once the relay has been quiet for ParkAfter, and the
+// direction parks on a level-triggered registration that fires at once.
 func (x *rawRead) try(fd uintptr) bool {
-	if x.bp == nil {
-		x.bp = bufPool.Get().(*[]byte)
-	}
-	x.n, x.err = sockio.Read(fd, *x.bp)
-	if x.err == syscall.EAGAIN {
-		bufPool.Put(x.bp)
-		x.bp = nil
-		if x.d.parkable && !x.d.waited {
-			x.parkNow = true
+	for {
+		if x.skip {
+			x.skip = false
+			return false
+		}
+		if x.bp == nil {
+			x.bp = bufPool.Get().(*[]byte)
+		}
+		x.n, x.err = sockio.Read(fd, *x.bp)
+		if x.err == syscall.EAGAIN {
+			x.err = nil
+			bufPool.Put(x.bp)
+			x.bp = nil
+			if x.d.parkable && !x.d.waited {
+				x.parkNow = true
+				return true
+			}
+			return false // wait until readable, holding no buffer
+		}
+		if x.err != nil || x.n <= 0 {
 			return true
 		}
-		return false // wait until readable, holding no buffer
+		bp, n := x.bp, x.n
+		short := n < len(*bp)
+		x.bp, x.n = nil, 0
+		if x.stop, x.stopErr = x.d.deliver(bp, n, x.wr); x.stop {
+			return true
+		}
+		if short && x.d.waited && !x.noSkip {
+			if !x.watched {
+				x.watched = x.d.watchSocket(fd)
+				x.noSkip = !x.watched
+			}
+			x.skip = x.watched
+		}
 	}
-	return true
 }
 
 // deliver writes the n bytes read into the pooled buffer bp and returns

@@ -5,16 +5,29 @@ import (
 	"syscall"
 )
 
-// poller is the relay's own epoll instance: parked socket directions are
-// registered with it (one-shot), and one goroutine waits on it for them
-// all, so a parked direction needs no goroutine of its own. The Go
-// runtime's poller cannot be used for this: it wakes a goroutine that
-// must already exist.
+// poller is the relay's own epoll instance, with one goroutine waiting on
+// it for every socket registered. A socket direction is registered in one
+// of two ways:
+//
+//   - parked (parkSocket): one-shot, for bytes or the peer's end, so that a
+//     parked direction needs no goroutine of its own. The Go runtime's
+//     poller cannot be used for this: it wakes a goroutine that must
+//     already exist.
+//   - watched (watchSocket): edge-triggered, for the peer's end only
+//     (EPOLLRDHUP, and errors, which epoll always reports). A copy loop
+//     that has read fewer bytes than it asked for waits for the next ones
+//     without first reading again to make sure the socket is drained (see
+//     rawRead). The read it skips is the only one that would return the
+//     peer's FIN when the FIN came with the last bytes, in the readiness
+//     event those bytes consumed: Go's poller does not say EPOLLRDHUP. The
+//     watch says it: the poller then interrupts the wait (kick). Bytes
+//     never wake it: their wake-ups carry EPOLLIN, which the watch's mask
+//     filters out in the kernel, so the watch costs nothing per message.
 type poller struct {
-	fd      int
-	mu      sync.Mutex
-	next    uint64
-	waiting map[uint64]*direction
+	fd   int
+	mu   sync.Mutex
+	next uint64
+	dirs map[uint64]*direction // by token; from first registration to the direction's end
 }
 
 var (
@@ -28,7 +41,7 @@ func getPoller() *poller {
 		if err != nil {
 			return // no parking; directions keep their goroutines
 		}
-		thePoller = &poller{fd: fd, waiting: make(map[uint64]*direction)}
+		thePoller = &poller{fd: fd, dirs: make(map[uint64]*direction)}
 		go thePoller.loop()
 	})
 	return thePoller
@@ -49,14 +62,50 @@ func (p *poller) loop() {
 		for i := range events[:n] {
 			token := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
 			p.mu.Lock()
-			d := p.waiting[token]
-			delete(p.waiting, token)
+			d := p.dirs[token]
 			p.mu.Unlock()
 			if d != nil {
-				d.wake()
+				d.polled(events[i].Events)
 			}
 		}
 	}
+}
+
+// polled handles an event of d's registration: a parked direction is
+// woken; a running one watched for its peer's end is kicked when that end
+// (or an error) is there. Anything else is stale, from a registration
+// since replaced, and ignored.
+func (d *direction) polled(events uint32) {
+	if d.state.Load() == stateParked {
+		d.wake()
+		return
+	}
+	if events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		d.kick()
+	}
+}
+
+// pollToken returns d's key in the poller, listing d under it the first time.
+func (d *direction) pollToken(p *poller) uint64 {
+	if d.token == 0 {
+		p.mu.Lock()
+		p.next++
+		d.token = p.next
+		p.dirs[d.token] = d
+		p.mu.Unlock()
+	}
+	return d.token
+}
+
+// register sets the events the poller watches d's socket fd for.
+func (d *direction) register(p *poller, fd uintptr, events uint32) error {
+	token := d.pollToken(p)
+	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
+	err := syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+	if err == syscall.ENOENT { // first registration
+		err = syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	}
+	return err
 }
 
 // parkSocket parks d, whose source is the socket behind rc, until it is
@@ -67,51 +116,44 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 	if p == nil {
 		return false
 	}
-	p.mu.Lock()
-	p.next++
-	token := p.next
-	p.waiting[token] = d
-	p.mu.Unlock()
-	d.token = token // dropped by whoever resumes d (see forgetToken)
+	d.pollToken(p) // before d is parked: a wake may run it at once
 	d.setParked()
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
 		// Level-triggered and one-shot: bytes that arrived before the
 		// registration fire it at once, and it fires once.
-		ev := syscall.EpollEvent{
-			Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
-			Fd:     int32(uint32(token)),
-			Pad:    int32(uint32(token >> 32)),
-		}
-		cerr = syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-		if cerr == syscall.ENOENT { // first time parked: not registered yet
-			cerr = syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
-		}
+		cerr = d.register(p, fd, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLONESHOT)
 	})
 	if err == nil {
 		err = cerr
 	}
-	if err != nil {
-		if d.unpark() {
-			d.forgetToken()
-			return false
-		}
-		return true // woken meanwhile: the new goroutine forgets the token
+	if err != nil && d.unpark() {
+		return false
 	}
-	return true
+	return true // parked, or woken meanwhile and running on a new goroutine
 }
 
-// forgetToken drops d's entry in the poller, if any, once d runs again:
-// the poller deletes it when it fires, but a direction woken by its relay
-// closing (its socket then leaves the epoll set without an event) would
-// otherwise stay listed, and keep its relay alive, for ever.
+// watchSocket registers d's source socket fd so that the poller kicks d
+// when the peer's end (or an error) is there, including one already there.
+// It reports false when that could not be arranged: the caller must then
+// read until EAGAIN before each wait.
+func (d *direction) watchSocket(fd uintptr) bool {
+	p := getPoller()
+	return p != nil && d.register(p, fd, syscall.EPOLLRDHUP|epollET) == nil
+}
+
+// epollET is syscall.EPOLLET as the uint32 EpollEvent.Events holds.
+const epollET = 1 << 31
+
+// forgetToken drops d's entry in the poller, if any, when d has ended. Its
+// socket leaves the epoll set when it is closed.
 func (d *direction) forgetToken() {
 	if d.token == 0 {
 		return
 	}
 	p := getPoller()
 	p.mu.Lock()
-	delete(p.waiting, d.token)
+	delete(p.dirs, d.token)
 	p.mu.Unlock()
 	d.token = 0
 }

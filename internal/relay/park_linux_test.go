@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-func pollerWaiting() int {
+func pollerEntries() int {
 	p := getPoller()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.waiting)
+	return len(p.dirs)
 }
 
 // TestClosedParkedRelayLeavesPollerClean checks that a relay ended while
@@ -18,14 +18,14 @@ func pollerWaiting() int {
 // sockets leave the epoll set without an event when they close, so the
 // poller would never drop them itself).
 func TestClosedParkedRelayLeavesPollerClean(t *testing.T) {
-	before := pollerWaiting()
+	before := pollerEntries()
 	for _, end := range []string{"context", "client reset"} {
 		h := setup(t, mode{})
 		ctr := new(Counters)
 		ctx, cancel := context.WithCancel(context.Background())
 		h.start(ctx, Prefetched{}, Options{Observe: true, Counters: ctr, ParkAfter: 50 * time.Millisecond})
 		waitParked(t, ctr, 2)
-		if got := pollerWaiting(); got != before+2 {
+		if got := pollerEntries(); got != before+2 {
 			t.Fatalf("%s: %d poller entries with both directions parked, want %d", end, got, before+2)
 		}
 		if end == "context" {
@@ -36,7 +36,7 @@ func TestClosedParkedRelayLeavesPollerClean(t *testing.T) {
 		}
 		h.wait(t)
 		cancel()
-		if got := pollerWaiting(); got != before {
+		if got := pollerEntries(); got != before {
 			t.Fatalf("%s: %d poller entries after the relay ended, want %d", end, got, before)
 		}
 	}

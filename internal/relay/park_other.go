@@ -8,4 +8,6 @@ func pollerAvailable() bool { return false }
 
 func (d *direction) parkSocket(rc syscall.RawConn) bool { return false }
 
+func (d *direction) watchSocket(fd uintptr) bool { return false }
+
 func (d *direction) forgetToken() {}
