@@ -236,13 +236,14 @@ func (d *direction) other() Side {
 	return SideDownstream
 }
 
-func (d *direction) wrote(n int) {
+// wrote counts n bytes carried at now (Unix nanoseconds).
+func (d *direction) wrote(n int, now int64) {
 	if d.srcSide == SideDownstream {
 		d.r.ctr.DownToUp.Add(int64(n))
 	} else {
 		d.r.ctr.UpToDown.Add(int64(n))
 	}
-	d.r.ctr.LastActivity.Store(time.Now().UnixNano())
+	d.r.ctr.LastActivity.Store(now)
 }
 
 // copy moves bytes until EOF (nil), failure (*SideError) or parking
@@ -251,13 +252,14 @@ func (d *direction) copy() error {
 	if !d.started {
 		d.started = true
 		if len(d.pre) > 0 {
+			now := time.Now().UnixNano()
 			if o := d.obs(); o != nil {
-				o.Feed(d.pre)
+				o.FeedAt(d.pre, now)
 			}
 			if _, err := d.dst().Write(d.pre); err != nil {
 				return &SideError{d.other(), "write", err}
 			}
-			d.wrote(len(d.pre))
+			d.wrote(len(d.pre), now)
 			d.pre = nil
 		}
 		if d.splice {
@@ -346,11 +348,12 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	o := d.obs()
+	now := time.Now().UnixNano() // one clock read for the chunk
 	for len(p) > 0 {
 		if d.closeSent {
-			d.wrote(len(p)) // received from the peer, though dropped
+			d.wrote(len(p), now) // received from the peer, though dropped
 			if o != nil {
-				o.Feed(p)
+				o.FeedAt(p, now)
 				_, _, ok := o.Close() // src's close frame, before ours or after
 				return ok, nil
 			}
@@ -372,12 +375,12 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 		// Observe before writing: the answer the other peer sends to these
 		// bytes must not be observed (and timestamped) before them.
 		if o != nil {
-			o.Feed(p[:k])
+			o.FeedAt(p[:k], now)
 		}
 		if _, werr := d.write(p[:k], wr); werr != nil {
 			return false, &SideError{d.other(), "write", werr}
 		}
-		d.wrote(k)
+		d.wrote(k, now)
 		p = p[k:]
 	}
 	if d.closePendingLocked() && o.ToBoundary() == 0 {

@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/wsmesh/wsmesh/internal/sockio"
 )
@@ -85,8 +86,9 @@ func (d *direction) forwardInline() bool {
 			return true
 		}
 		p := (*bp)[:n]
+		now := time.Now().UnixNano()
 		if o := d.obs(); o != nil {
-			o.Feed(p)
+			o.FeedAt(p, now)
 		}
 		w := d.r.inw.Load()
 		if w == nil {
@@ -95,7 +97,7 @@ func (d *direction) forwardInline() bool {
 		}
 		k, err := w.TryWrite(p)
 		if k > 0 {
-			d.wrote(k)
+			d.wrote(k, now)
 		}
 		if err != nil || k < n {
 			go d.resumeWrite(bp, k, n, err) // d.mu goes along, still locked
@@ -120,7 +122,7 @@ func (d *direction) resumeWrite(bp *[]byte, k, n int, werr error) {
 	if werr == nil {
 		var m int
 		m, werr = d.write((*bp)[k:n], nil)
-		d.wrote(m)
+		d.wrote(m, time.Now().UnixNano())
 	}
 	d.mu.Unlock()
 	bufPool.Put(bp)

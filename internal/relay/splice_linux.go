@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"syscall"
+	"time"
 )
 
 const (
@@ -79,7 +80,7 @@ func spliceCopy(d *direction) error {
 				return &SideError{d.other(), "write", err}
 			}
 			n -= m
-			d.wrote(int(m))
+			d.wrote(int(m), time.Now().UnixNano())
 		}
 	}
 }

@@ -122,12 +122,17 @@ type Observer struct {
 // headers anywhere. It never modifies or retains p, and allocates only once,
 // 125 bytes for the payload of the first close frame. After
 // a protocol violation it stops parsing and only counts bytes and activity.
-func (o *Observer) Feed(p []byte) {
+func (o *Observer) Feed(p []byte) { o.FeedAt(p, time.Now().UnixNano()) }
+
+// FeedAt is Feed for bytes seen at now (Unix nanoseconds, as
+// time.Now().UnixNano()), for a caller that has read the clock already:
+// a relay reads it once per chunk for its own counters and the observer.
+func (o *Observer) FeedAt(p []byte, now int64) {
 	if len(p) == 0 {
 		return
 	}
 	o.pub.bytes.Store(o.pub.bytes.Load() + int64(len(p))) // one writer
-	o.pub.last.Store(time.Now().UnixNano())
+	o.pub.last.Store(now)
 	if o.violation != NoViolation {
 		return
 	}
