@@ -348,7 +348,7 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	o := d.obs()
-	now := time.Now().UnixNano() // one clock read for the chunk
+	now := time.Now().UnixNano() // when the chunk was observed
 	for len(p) > 0 {
 		if d.closeSent {
 			d.wrote(len(p), now) // received from the peer, though dropped
@@ -380,7 +380,9 @@ func (d *direction) writeChunk(p []byte, wr *sockio.Writer) (done bool, err erro
 		if _, werr := d.write(p[:k], wr); werr != nil {
 			return false, &SideError{d.other(), "write", werr}
 		}
-		d.wrote(k, now)
+		// Read the clock again: the write may have waited for a slow
+		// peer, and the other direction may have counted later activity.
+		d.wrote(k, time.Now().UnixNano())
 		p = p[k:]
 	}
 	if d.closePendingLocked() && o.ToBoundary() == 0 {
@@ -432,22 +434,32 @@ func (d *direction) bufferCopy() error {
 // read is being tried and gives it back before waiting for the next bytes,
 // so an idle relay (most WebSockets, most of the time) holds no buffer.
 // The read is the one net.Conn.Read would make, as a raw system call
-// (sockio.Read); nothing is added per chunk. Bytes are delivered from
-// inside the read callback, so that after a short read the loop can wait
-// for the next bytes without reading again first (see rawRead.try).
+// (sockio.Read); nothing is added per chunk. When dst is a socket too, the
+// bytes are written from inside the read callback, without waiting, so
+// that after a short read the loop can wait for the next bytes without
+// reading again first (see rawRead.try); what cannot be written that way
+// is written here, outside the callback.
 func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
-	x := &rawRead{d: d, wr: wr}
+	x := &rawRead{d: d, wr: wr, canSkip: wr != nil && d.obs() != nil}
 	x.fn = x.try
 	for {
-		x.bp, x.n, x.err, x.parkNow, x.skip = nil, 0, nil, false, false
+		x.bp, x.n, x.err, x.parkNow, x.skip, x.locked, x.k, x.werr = nil, 0, nil, false, false, false, 0, nil
 		err := rc.Read(x.fn)
-		if x.stop {
-			return x.stopErr
-		}
 		if x.parkNow {
 			d.waited = true
 			if d.parkSocket(rc) {
 				return errParked
+			}
+			continue
+		}
+		if x.n > 0 { // read, not (all) written in the callback
+			bp, n := x.bp, x.n
+			if x.locked {
+				if err := d.finishWrite(bp, x.k, n, x.werr, wr); err != nil {
+					return err
+				}
+			} else if stop, err := d.deliver(bp, n, wr); stop {
+				return err
 			}
 			continue
 		}
@@ -479,22 +491,27 @@ func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
 // that the callback given to RawConn.Read allocates nothing per read.
 type rawRead struct {
 	d       *direction
-	wr      *sockio.Writer
+	wr      *sockio.Writer        // dst's, or nil when dst is not a socket
 	fn      func(fd uintptr) bool // x.try
-	bp      *[]byte               // the pooled buffer being read into
-	n       int
-	err     error // the read's error, EAGAIN aside
-	stopErr error // why delivering stopped (nil: the close handshake finished)
-	stop    bool  // delivering stopped the copy
-	parkNow bool  // the first wait: park instead
-	skip    bool  // the last read was short: wait before reading again
-	watched bool  // the poller watches the socket for its peer's end (until d parks)
-	noSkip  bool  // it could not be made to, or has kicked: read until EAGAIN before each wait
+	bp      *[]byte               // the pooled buffer read into
+	n       int                   // bytes in bp, when the callback left them for rawCopy
+	err     error                 // the read's error, EAGAIN aside
+	k       int                   // of those, written by forwardNow, which kept d.mu (locked)
+	werr    error                 // forwardNow's write error
+	locked  bool
+	parkNow bool // the first wait: park instead
+	skip    bool // the last read was short: wait before reading again
+	canSkip bool // a WebSocket between two sockets (see try)
+	watched bool // the poller watches the socket for its peer's end (until d parks)
+	noSkip  bool // it could not be made to, or has kicked: read until EAGAIN before each wait
 }
 
 // try is called by RawConn.Read when the socket may be readable. It reads
-// and delivers until the socket has no bytes (it returns false: wait), or
-// the stream ends, fails or must park (it returns true).
+// and forwards until the socket has no bytes (it returns false: wait), or
+// the stream ends, fails or must park, or bytes must be written the copy
+// loop's way (it returns true). It never blocks: RawConn.Read holds a
+// reference on the socket while it runs, and closing the socket waits for
+// that reference.
 //
 // A read that returns fewer bytes than the buffer holds has drained the
 // socket (the kernel copies all it has queued), so try waits next instead
@@ -509,10 +526,11 @@ type rawRead struct {
 // before it was called). The first wait is also found with a read, since
 // it parks instead.
 //
-// Only a parkable direction skips (waited is set by its first park). A
-// read also stops short at TCP urgent data, with bytes still queued and no
-// edge to come; no WebSocket peer sends any, and should one, the sweeper
-// stops the wait once the relay has been quiet for ParkAfter, and the
+// Only WebSocket relays skip (the frames are observed), once their first
+// wait has parked. A read also stops short at TCP urgent data, with bytes
+// still queued and no edge to come: telnet and FTP send it, WebSocket
+// peers do not. Should one, its bytes wait for the peer's next ones, or
+// for the sweeper to find the relay quiet for ParkAfter, when the
 // direction parks on a level-triggered registration that fires at once.
 func (x *rawRead) try(fd uintptr) bool {
 	for {
@@ -523,9 +541,8 @@ func (x *rawRead) try(fd uintptr) bool {
 		if x.bp == nil {
 			x.bp = bufPool.Get().(*[]byte)
 		}
-		x.n, x.err = sockio.Read(fd, *x.bp)
-		if x.err == syscall.EAGAIN {
-			x.err = nil
+		n, err := sockio.Read(fd, *x.bp)
+		if err == syscall.EAGAIN {
 			bufPool.Put(x.bp)
 			x.bp = nil
 			if x.d.parkable && !x.d.waited {
@@ -534,16 +551,23 @@ func (x *rawRead) try(fd uintptr) bool {
 			}
 			return false // wait until readable, holding no buffer
 		}
-		if x.err != nil || x.n <= 0 {
+		if err != nil || n <= 0 {
+			x.err = err
 			return true
 		}
-		bp, n := x.bp, x.n
-		short := n < len(*bp)
-		x.bp, x.n = nil, 0
-		if x.stop, x.stopErr = x.d.deliver(bp, n, x.wr); x.stop {
+		if x.wr == nil {
+			x.n = n // dst's Write may wait: rawCopy delivers
 			return true
 		}
-		if short && x.d.waited && !x.noSkip {
+		k, ok, werr := x.d.forwardNow((*x.bp)[:n], x.wr)
+		if !ok || werr != nil || k < n {
+			x.n, x.k, x.werr, x.locked = n, k, werr, ok
+			return true
+		}
+		short := n < len(*x.bp)
+		bufPool.Put(x.bp)
+		x.bp = nil
+		if short && x.canSkip && x.d.waited && !x.noSkip {
 			if !x.watched {
 				x.watched = x.d.watchSocket(fd)
 				x.noSkip = !x.watched

@@ -76,34 +76,20 @@ func (d *direction) forwardInline() bool {
 			}
 			continue
 		}
-		if !d.mu.TryLock() {
-			go d.resumeDeliver(bp, n)
-			return true
-		}
-		if d.closeSent || d.wantClose.Load() != nil {
-			d.mu.Unlock()
-			go d.resumeDeliver(bp, n)
-			return true
-		}
-		p := (*bp)[:n]
-		now := time.Now().UnixNano()
-		if o := d.obs(); o != nil {
-			o.FeedAt(p, now)
-		}
 		w := d.r.inw.Load()
 		if w == nil {
 			w = sockio.NewWriter(d.dst())
 			d.r.inw.Store(w)
 		}
-		k, err := w.TryWrite(p)
-		if k > 0 {
-			d.wrote(k, now)
+		k, ok, err := d.forwardNow((*bp)[:n], w)
+		if !ok {
+			go d.resumeDeliver(bp, n)
+			return true
 		}
 		if err != nil || k < n {
 			go d.resumeWrite(bp, k, n, err) // d.mu goes along, still locked
 			return true
 		}
-		d.mu.Unlock()
 		bufPool.Put(bp)
 		inlineForwards.Add(1)
 		if d.listen() {
@@ -114,20 +100,59 @@ func (d *direction) forwardInline() bool {
 	return true
 }
 
-// resumeWrite finishes an inline forward whose bytes dst did not take
-// whole: it writes (*bp)[k:n], holding d.mu, which forwardInline handed
-// over locked so that no close frame lands among those bytes (the
-// observer has seen them all), and then carries on as the copy loop.
-func (d *direction) resumeWrite(bp *[]byte, k, n int, werr error) {
+// forwardNow writes p to dst with w, feeding the observer, without
+// waiting, when nothing stands in the way. It reports ok false, having
+// done nothing, when the direction's lock is taken or a close handshake is
+// under way: the caller delivers p the copy loop's way. Otherwise k bytes
+// went out; when that is short of len(p) (a full socket buffer) or err is
+// set, d.mu is still held, for the caller to finish under it (see
+// finishWrite): the observer has seen all of p, so no close frame may land
+// among its bytes.
+func (d *direction) forwardNow(p []byte, w *sockio.Writer) (k int, ok bool, err error) {
+	if !d.mu.TryLock() {
+		return 0, false, nil
+	}
+	if d.closeSent || d.wantClose.Load() != nil {
+		d.mu.Unlock()
+		return 0, false, nil
+	}
+	now := time.Now().UnixNano()
+	if o := d.obs(); o != nil {
+		o.FeedAt(p, now)
+	}
+	k, err = w.TryWrite(p)
+	if k > 0 {
+		d.wrote(k, now)
+	}
+	if err != nil || k < len(p) {
+		return k, true, err // d.mu stays locked
+	}
+	d.mu.Unlock()
+	return k, true, nil
+}
+
+// finishWrite writes (*bp)[k:n] after a forwardNow that wrote only k bytes
+// (or failed with werr), with d.mu still held, which it releases; it gives
+// bp back.
+func (d *direction) finishWrite(bp *[]byte, k, n int, werr error, wr *sockio.Writer) error {
 	if werr == nil {
 		var m int
-		m, werr = d.write((*bp)[k:n], nil)
+		m, werr = d.write((*bp)[k:n], wr)
 		d.wrote(m, time.Now().UnixNano())
 	}
 	d.mu.Unlock()
 	bufPool.Put(bp)
 	if werr != nil {
-		d.end(&SideError{d.other(), "write", werr})
+		return &SideError{d.other(), "write", werr}
+	}
+	return nil
+}
+
+// resumeWrite finishes an inline forward whose bytes dst did not take
+// whole (see forwardNow), and then carries on as the copy loop.
+func (d *direction) resumeWrite(bp *[]byte, k, n int, werr error) {
+	if err := d.finishWrite(bp, k, n, werr, nil); err != nil {
+		d.end(err)
 		return
 	}
 	d.end(d.copy())

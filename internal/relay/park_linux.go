@@ -97,9 +97,9 @@ func (d *direction) pollToken(p *poller) uint64 {
 	return d.token
 }
 
-// register sets the events the poller watches d's socket fd for.
-func (d *direction) register(p *poller, fd uintptr, events uint32) error {
-	token := d.pollToken(p)
+// register sets the events the poller watches d's socket fd for, under
+// d's token.
+func (d *direction) register(p *poller, fd uintptr, token uint64, events uint32) error {
 	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
 	err := syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 	if err == syscall.ENOENT { // first registration
@@ -116,13 +116,13 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 	if p == nil {
 		return false
 	}
-	d.pollToken(p) // before d is parked: a wake may run it at once
+	token := d.pollToken(p) // before d is parked: a wake may run (and end) it at once
 	d.setParked()
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
 		// Level-triggered and one-shot: bytes that arrived before the
 		// registration fire it at once, and it fires once.
-		cerr = d.register(p, fd, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLONESHOT)
+		cerr = d.register(p, fd, token, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLONESHOT)
 	})
 	if err == nil {
 		err = cerr
@@ -139,7 +139,7 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 // read until EAGAIN before each wait.
 func (d *direction) watchSocket(fd uintptr) bool {
 	p := getPoller()
-	return p != nil && d.register(p, fd, syscall.EPOLLRDHUP|epollET) == nil
+	return p != nil && d.register(p, fd, d.pollToken(p), syscall.EPOLLRDHUP|epollET) == nil
 }
 
 // epollET is syscall.EPOLLET as the uint32 EpollEvent.Events holds.

@@ -780,3 +780,83 @@ func testEndRightAfterBytes(t *testing.T, m mode, end string, i int) {
 	h.server.Close()
 	h.wait(t)
 }
+
+// TestEndWhileWritingToAPeerThatDoesNotRead ends a relay whose
+// downstream-to-upstream copy loop is stuck writing to an upstream peer
+// that reads nothing. Closing the downstream socket waits for whatever
+// holds it (a read callback included), so the relay ends at once only if
+// nothing waits on the upstream peer while holding the downstream socket.
+func TestEndWhileWritingToAPeerThatDoesNotRead(t *testing.T) {
+	for _, m := range []mode{
+		{name: "nosplice", opts: Options{DisableSplice: true}},
+		{name: "observe", opts: Options{Observe: true}},
+		{name: "observe-parking", opts: Options{Observe: true, ParkAfter: time.Hour}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			h := setup(t, m)
+			h.start(context.Background(), Prefetched{}, m.opts)
+			go func() {
+				// Megabytes of small frames: the socket buffers fill at once.
+				chunk := bytes.Repeat([]byte{0x82, 1, 'x'}, 1<<16)
+				for {
+					if _, err := h.client.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			time.Sleep(500 * time.Millisecond) // the server reads nothing: the relay's writes block
+			start := time.Now()
+			h.cancel()
+			h.wait(t)
+			if el := time.Since(start); el > 2*time.Second {
+				t.Fatalf("relay ended %v after its context (the harness's deadline), not at once", el)
+			}
+		})
+	}
+}
+
+// TestEndComingWhileBytesWaitToBeWritten has the peer's last bytes and its
+// FIN arrive while the copy loop waits to write the bytes before them (the
+// direction's lock is held, as by a write to a slow peer): the poller's
+// kick for the FIN ends a wait that comes after a read that returned the
+// last bytes but not the FIN, and the loop must not wait after a short
+// read again.
+func TestEndComingWhileBytesWaitToBeWritten(t *testing.T) {
+	h := start(t, mode{name: "observe", opts: Options{Observe: true, ParkAfter: time.Hour}}, Prefetched{})
+	ping := []byte{0x82, 1, 'a'}
+	for range 2 { // the second after the first wait (a park): short reads skip from then on
+		if _, err := h.client.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(ping))
+		if _, err := io.ReadFull(h.server, got); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	m1, m2 := []byte{0x82, 1, '1'}, []byte{0x82, 1, '2'}
+	d := &h.handle.r.d2u
+	d.mu.Lock()
+	if _, err := h.client.Write(m1); err != nil {
+		d.mu.Unlock()
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the loop has read m1 and waits for d.mu
+	if _, err := h.client.Write(m2); err != nil {
+		d.mu.Unlock()
+		t.Fatal(err)
+	}
+	if err := h.client.CloseWrite(); err != nil {
+		d.mu.Unlock()
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the poller has kicked
+	d.mu.Unlock()
+	_ = h.server.SetReadDeadline(time.Now().Add(3 * time.Second))
+	got, err := io.ReadAll(h.server)
+	if want := append(m1, m2...); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("server read %q, %v; want %q and the end", got, err, want)
+	}
+	h.server.Close()
+	h.wait(t)
+}
