@@ -294,6 +294,13 @@ func (st *Stream) Read(p []byte) (int, error) { return st.s.read(p) }
 // Write sends request body bytes.
 func (st *Stream) Write(p []byte) (int, error) { return st.s.write(p) }
 
+// TryWrite sends p as Write does when that needs no waiting (p is small,
+// flow control admits it, the connection's writer takes the frame), and
+// otherwise sends nothing and returns 0 and no error, for the caller to
+// use Write. It lets a caller that must not wait (a socket's read
+// callback) pass bytes on.
+func (st *Stream) TryWrite(p []byte) (int, error) { return st.s.tryWrite(p) }
+
 // WaitReadable blocks until Read would return without blocking, consuming
 // nothing, so a relay need not hold a buffer while the stream is idle.
 func (st *Stream) WaitReadable() error { return st.s.waitReadable() }

@@ -41,6 +41,26 @@ func (g *heldConn) Write(p []byte) (int, error) {
 	return g.Conn.Write(p)
 }
 
+// heldPool starts an echo server and a pool whose connection's writes can
+// be held; held returns the pool's last connection.
+func heldPool(t *testing.T) (ts *testServer, p *Pool, held func() *heldConn) {
+	ts = startServer(t, ServerConfig{AllowConnect: true, Handler: echoHandler})
+	var mu sync.Mutex
+	var hc *heldConn
+	p = NewPool(PoolConfig{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		hc = &heldConn{Conn: c}
+		return hc, nil
+	}})
+	t.Cleanup(func() { p.Close() })
+	return ts, p, func() *heldConn { mu.Lock(); defer mu.Unlock(); return hc }
+}
+
 // writeReturns reports whether a small Write on st returns within d while
 // the connection's writes are held.
 func writeReturns(t *testing.T, st *Stream, d time.Duration) (bool, chan error) {
@@ -66,21 +86,12 @@ func writeReturns(t *testing.T, st *Stream, d time.Duration) (bool, chan error) 
 // socket took it); with a second stream open it is copied for the writer
 // goroutine to gather with other frames and returns at once.
 func TestLoneStreamWritesItself(t *testing.T) {
-	ts := startServer(t, ServerConfig{AllowConnect: true, Handler: echoHandler})
-	var hc *heldConn
-	p := NewPool(PoolConfig{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		hc = &heldConn{Conn: c}
-		return hc, nil
-	}})
-	defer p.Close()
+	ts, p, held := heldPool(t)
 	st, err := p.RoundTrip(context.Background(), ts.addr, wsRequest(ts.addr))
 	if err != nil {
 		t.Fatal(err)
 	}
+	hc := held()
 	echo := func(s *Stream) {
 		t.Helper()
 		got := make([]byte, 4)

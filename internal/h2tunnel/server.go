@@ -531,14 +531,27 @@ func (ss *ServerStream) WriteResponse(status int, header []hpack.HeaderField, en
 // Write sends response body bytes, blocking while flow control allows no
 // more. It fails before WriteResponse.
 func (ss *ServerStream) Write(p []byte) (int, error) {
-	w := ss.s.c.w
-	w.mu.Lock()
-	ok := ss.s.respWritten
-	w.mu.Unlock()
-	if !ok {
+	if !ss.responded() {
 		return 0, ErrNoResponse
 	}
 	return ss.s.write(p)
+}
+
+// responded reports whether WriteResponse has been called.
+func (ss *ServerStream) responded() bool {
+	w := ss.s.c.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return ss.s.respWritten
+}
+
+// TryWrite is Write when that needs no waiting, and otherwise sends
+// nothing and returns 0 and no error (see Stream.TryWrite).
+func (ss *ServerStream) TryWrite(p []byte) (int, error) {
+	if !ss.responded() {
+		return 0, ErrNoResponse
+	}
+	return ss.s.tryWrite(p)
 }
 
 // CloseWrite ends the response (END_STREAM).

@@ -312,10 +312,8 @@ func (st *stream) waitReadable() error {
 func (st *stream) write(p []byte) (int, error) {
 	st.wmu.Lock() // one Write at a time per stream
 	defer st.wmu.Unlock()
-	w := st.c.w
-	w.mu.Lock()
-	if err := st.writableLocked(); err != nil {
-		w.mu.Unlock()
+	w, err := st.lockWritable()
+	if err != nil {
 		return 0, err
 	}
 	if len(p) == 0 {
@@ -379,6 +377,46 @@ func (st *stream) write(p []byte) (int, error) {
 		w.mu.Unlock()
 		return n, err
 	}
+}
+
+// tryWrite takes p as DATA only if that needs no waiting: no other Write
+// is under way, flow control admits all of p, p is small enough to be
+// copied (see tryDirectLocked), and the copy is written by the writer
+// goroutine or whoever is writing now, not by the caller (a lone stream's
+// Write writes its frame itself, and may wait on the socket). It returns
+// 0 and no error when it cannot: the caller then uses write.
+func (st *stream) tryWrite(p []byte) (int, error) {
+	if len(p) == 0 || !st.wmu.TryLock() {
+		return 0, nil
+	}
+	defer st.wmu.Unlock()
+	w, err := st.lockWritable()
+	if err != nil {
+		return 0, err
+	}
+	if !w.admitsLocked(st, p) || !w.copiesLocked(p) || w.writesItselfLocked(st) {
+		w.mu.Unlock()
+		return 0, nil
+	}
+	w.copySideLocked(st, p)
+	writing := w.writing // the owner of bw looks at side before letting go
+	w.mu.Unlock()
+	if !writing {
+		w.signal()
+	}
+	return len(p), nil
+}
+
+// lockWritable locks the connection's writer for a Write of st and
+// returns it, or reports why st cannot take DATA (and leaves it unlocked).
+func (st *stream) lockWritable() (*writer, error) {
+	w := st.c.w
+	w.mu.Lock()
+	if err := st.writableLocked(); err != nil {
+		w.mu.Unlock()
+		return nil, err
+	}
+	return w, nil
 }
 
 // writableLocked reports why st cannot take DATA. Called with c.w.mu held.

@@ -428,25 +428,20 @@ func (w *writer) loop() error {
 // Called with w.mu held; it returns with w.mu released when it reports
 // true.
 func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
-	n := int64(len(p))
-	if !directWrites || w.closing || w.stopped || len(w.ctrl) > 0 ||
-		len(p) > w.maxFrame || n > st.sendWin || n > w.connWin {
+	if !w.admitsLocked(st, p) {
 		return false, nil
 	}
-	if coalesceWrites.Load() && len(p) <= maxCopiedWrite && len(w.side)+frameHeaderLen+len(p) <= maxSideBytes {
-		st.sendWin -= n
-		w.connWin -= n
-		w.side = appendDataFrame(w.side, st.id, p)
+	n := int64(len(p))
+	if w.copiesLocked(p) {
+		w.copySideLocked(st, p)
 		if w.writing {
 			// The owner of bw looks at side before letting go.
 			w.mu.Unlock()
 			return true, nil
 		}
-		if loneWrites.Load() && w.c.nstreams.Load() == 1 && !st.dl.isSet(writeDL) {
+		if w.writesItselfLocked(st) {
 			// No other stream to gather frames with: write now, without
-			// a hand-off to the writer goroutine. (Not under a write
-			// deadline: a socket write can block, and only the writer
-			// path lets the deadline end the Write.)
+			// a hand-off to the writer goroutine.
 			w.writing = true
 			w.mu.Unlock()
 			if err := w.flushSide(); err != nil {
@@ -478,6 +473,39 @@ func (w *writer) tryDirectLocked(st *stream, p []byte) (bool, error) {
 		w.signal() // work queued meanwhile waited for us
 	}
 	return true, nil
+}
+
+// admitsLocked reports whether p can go out as one DATA frame of st now,
+// as far as flow control, queued control frames (maybe st's HEADERS) and
+// the writer's state go.
+func (w *writer) admitsLocked(st *stream, p []byte) bool {
+	n := int64(len(p))
+	return directWrites && !w.closing && !w.stopped && len(w.ctrl) == 0 &&
+		len(p) <= w.maxFrame && n <= st.sendWin && n <= w.connWin
+}
+
+// copiesLocked reports whether p is small enough to be copied into w.side,
+// and w.side has room for it.
+func (w *writer) copiesLocked(p []byte) bool {
+	return coalesceWrites.Load() && len(p) <= maxCopiedWrite && len(w.side)+frameHeaderLen+len(p) <= maxSideBytes
+}
+
+// copySideLocked takes p, admitted, as a DATA frame of st copied into
+// w.side.
+func (w *writer) copySideLocked(st *stream, p []byte) {
+	n := int64(len(p))
+	st.sendWin -= n
+	w.connWin -= n
+	w.side = appendDataFrame(w.side, st.id, p)
+}
+
+// writesItselfLocked reports whether a Write of st writes its frame to
+// the socket itself rather than leaving it to the writer goroutine: st is
+// the connection's only stream (nothing to gather its frame with) and has
+// no write deadline (a socket write can block, and only the writer path
+// lets the deadline end the Write).
+func (w *writer) writesItselfLocked(st *stream) bool {
+	return loneWrites.Load() && w.c.nstreams.Load() == 1 && !st.dl.isSet(writeDL)
 }
 
 // flushSide writes the frames copied into w.side to the socket on the

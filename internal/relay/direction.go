@@ -440,7 +440,13 @@ func (d *direction) bufferCopy() error {
 // reading again first (see rawRead.try); what cannot be written that way
 // is written here, outside the callback.
 func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
-	x := &rawRead{d: d, wr: wr, canSkip: wr != nil && d.obs() != nil}
+	x := &rawRead{d: d}
+	if wr != nil {
+		x.tw = wr
+	} else if tw, ok := d.dst().(tryWriter); ok {
+		x.tw = tw
+	}
+	x.canSkip = x.tw != nil && d.obs() != nil
 	x.fn = x.try
 	for {
 		x.bp, x.n, x.err, x.parkNow, x.skip, x.locked, x.k, x.werr = nil, 0, nil, false, false, false, 0, nil
@@ -491,7 +497,7 @@ func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
 // that the callback given to RawConn.Read allocates nothing per read.
 type rawRead struct {
 	d       *direction
-	wr      *sockio.Writer        // dst's, or nil when dst is not a socket
+	tw      tryWriter             // dst's write that never waits, or nil
 	fn      func(fd uintptr) bool // x.try
 	bp      *[]byte               // the pooled buffer read into
 	n       int                   // bytes in bp, when the callback left them for rawCopy
@@ -501,7 +507,7 @@ type rawRead struct {
 	locked  bool
 	parkNow bool // the first wait: park instead
 	skip    bool // the last read was short: wait before reading again
-	canSkip bool // a WebSocket between two sockets (see try)
+	canSkip bool // a WebSocket with a dst that takes bytes without waiting (see try)
 	watched bool // the poller watches the socket for its peer's end (until d parks)
 	noSkip  bool // it could not be made to, or has kicked: read until EAGAIN before each wait
 }
@@ -555,11 +561,11 @@ func (x *rawRead) try(fd uintptr) bool {
 			x.err = err
 			return true
 		}
-		if x.wr == nil {
+		if x.tw == nil {
 			x.n = n // dst's Write may wait: rawCopy delivers
 			return true
 		}
-		k, ok, werr := x.d.forwardNow((*x.bp)[:n], x.wr)
+		k, ok, werr := x.d.forwardNow((*x.bp)[:n], x.tw)
 		if !ok || werr != nil || k < n {
 			x.n, x.k, x.werr, x.locked = n, k, werr, ok
 			return true

@@ -100,6 +100,14 @@ func (d *direction) forwardInline() bool {
 	return true
 }
 
+// tryWriter is a destination's write that never waits: it takes what it
+// can of p at once (a socket's sockio.Writer), or all of p or nothing (an
+// HTTP/2 stream, whose TryWrite hands small writes to its connection's
+// writer).
+type tryWriter interface {
+	TryWrite(p []byte) (int, error)
+}
+
 // forwardNow writes p to dst with w, feeding the observer, without
 // waiting, when nothing stands in the way. It reports ok false, having
 // done nothing, when the direction's lock is taken or a close handshake is
@@ -108,7 +116,7 @@ func (d *direction) forwardInline() bool {
 // set, d.mu is still held, for the caller to finish under it (see
 // finishWrite): the observer has seen all of p, so no close frame may land
 // among its bytes.
-func (d *direction) forwardNow(p []byte, w *sockio.Writer) (k int, ok bool, err error) {
+func (d *direction) forwardNow(p []byte, w tryWriter) (k int, ok bool, err error) {
 	if !d.mu.TryLock() {
 		return 0, false, nil
 	}
