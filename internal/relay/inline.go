@@ -141,7 +141,9 @@ func (d *direction) forwardNow(p []byte, w tryWriter) (k int, ok bool, err error
 
 // finishWrite writes (*bp)[k:n] after a forwardNow that wrote only k bytes
 // (or failed with werr), with d.mu still held, which it releases; it gives
-// bp back.
+// bp back. Unlike writeChunk it places no close frame at the boundary it
+// ends at: a going away armed meanwhile has its fireGoAway waiting for
+// d.mu, and that writes it.
 func (d *direction) finishWrite(bp *[]byte, k, n int, werr error, wr *sockio.Writer) error {
 	if werr == nil {
 		var m int

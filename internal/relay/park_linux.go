@@ -65,24 +65,24 @@ func (p *poller) loop() {
 			d := p.dirs[token]
 			p.mu.Unlock()
 			if d != nil {
-				d.polled(events[i].Events)
+				d.polled()
 			}
 		}
 	}
 }
 
 // polled handles an event of d's registration: a parked direction is
-// woken; a running one watched for its peer's end is kicked when that end
-// (or an error) is there. Anything else is stale, from a registration
-// since replaced, and ignored.
-func (d *direction) polled(events uint32) {
+// woken, a running one kicked. A running direction's event is the watch
+// finding its peer's end (or an error), or a park registration firing
+// after d was woken another way; the latter may have replaced a watch the
+// copy loop counts on, so it is kicked too, and reads until EAGAIN before
+// each wait from then on.
+func (d *direction) polled() {
 	if d.state.Load() == stateParked {
 		d.wake()
 		return
 	}
-	if events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-		d.kick()
-	}
+	d.kick()
 }
 
 // pollToken returns d's key in the poller, listing d under it the first time.
