@@ -3,7 +3,6 @@ package h2tunnel
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"net"
 	"runtime"
@@ -541,10 +540,17 @@ const frameHeaderLen = 9
 
 // appendDataFrame appends a DATA frame (no flags) carrying p to b.
 func appendDataFrame(b []byte, id uint32, p []byte) []byte {
-	n := len(p)
-	b = append(b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), 0,
+	return append(appendDataHeader(b, id, len(p), false), p...)
+}
+
+// appendDataHeader appends the header of a DATA frame of n bytes to b.
+func appendDataHeader(b []byte, id uint32, n int, end bool) []byte {
+	var flags byte
+	if end {
+		flags = byte(http2.FlagDataEndStream)
+	}
+	return append(b, byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), flags,
 		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
-	return append(b, p...)
 }
 
 // vectorWriter writes two slices as one (sockio.Conn: one writev(2)).
@@ -577,15 +583,7 @@ func (w *writer) writeData(id uint32, p []byte, end bool) error {
 
 // dataHeader fills w.dhdr with the header of a DATA frame of n bytes.
 func (w *writer) dataHeader(id uint32, n int, end bool) []byte {
-	h := w.dhdr[:]
-	h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
-	h[3] = byte(http2.FrameData)
-	h[4] = 0
-	if end {
-		h[4] = byte(http2.FlagDataEndStream)
-	}
-	binary.BigEndian.PutUint32(h[5:], id)
-	return h
+	return appendDataHeader(w.dhdr[:0], id, n, end)
 }
 
 func (w *writer) writeCtrl(batch []ctrlFrame) error {
