@@ -45,7 +45,7 @@ type direction struct {
 	// Parking (see Options.ParkAfter).
 	state  atomic.Int32
 	pmu    sync.Mutex   // orders an eviction with the reader's answer to it
-	token  uint64       // the poller's key while parked on a socket; 0 when none
+	token  uint64       // the poller's key, from the socket's first registration (park or watch) to the end; 0 when none
 	wakeFn func()       // d.wake, made once
 	parks  atomic.Int32 // times parked
 	// waited: the direction has waited for bytes once. Its first wait
@@ -434,11 +434,12 @@ func (d *direction) bufferCopy() error {
 // read is being tried and gives it back before waiting for the next bytes,
 // so an idle relay (most WebSockets, most of the time) holds no buffer.
 // The read is the one net.Conn.Read would make, as a raw system call
-// (sockio.Read); nothing is added per chunk. When dst is a socket too, the
-// bytes are written from inside the read callback, without waiting, so
-// that after a short read the loop can wait for the next bytes without
-// reading again first (see rawRead.try); what cannot be written that way
-// is written here, outside the callback.
+// (sockio.Read); nothing is added per chunk. When dst has a write that
+// never waits (a socket, an HTTP/2 stream's TryWrite), the bytes are
+// written from inside the read callback, so that after a short read the
+// loop can wait for the next bytes without reading again first (see
+// rawRead.try); what cannot be written that way is written here, outside
+// the callback.
 func (d *direction) rawCopy(rc syscall.RawConn, wr *sockio.Writer) error {
 	x := &rawRead{d: d}
 	if wr != nil {
