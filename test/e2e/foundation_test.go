@@ -381,7 +381,7 @@ func TestInteractiveTranscript(t *testing.T) {
 func checkGuideTerminal(t *testing.T, url string, args ...string) {
 	t.Helper()
 	term := startPTY(t, args...)
-	term.waitFor(t, "Connected to "+url+".")
+	term.waitConnected(t, url)
 	term.typeLine(t, "hello", "< hello")
 	term.typeLine(t, "world", "< world")
 	term.send(t, "\x04") // Ctrl-D
@@ -419,7 +419,7 @@ func TestInteractiveServerClose(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			term := startPTY(t, c.args...)
-			term.waitFor(t, "Connected to "+url+".")
+			term.waitConnected(t, url)
 			term.typeLine(t, "hi", "< hi")
 			term.typeLine(t, "close-4000", "Connection closed")
 			if got := term.finish(t); !equalLines(got, want) {
@@ -485,6 +485,17 @@ func (s *ptySession) waitFor(t *testing.T, text string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// waitConnected waits for the client's "Connected to url." line and for
+// its "> " prompt (wsmesh client prints it after that line; python3 -m
+// websockets prints it first and writes the line above it): keys typed
+// before the prompt is up are echoed by the terminal itself, as they
+// would be for a person typing that fast.
+func (s *ptySession) waitConnected(t *testing.T, url string) {
+	t.Helper()
+	s.waitFor(t, "Connected to "+url+".")
+	s.waitFor(t, "> ")
 }
 
 func (s *ptySession) send(t *testing.T, keys string) {
