@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wsmesh/wsmesh/internal/sockio"
 )
 
 // Target is where connections go: the ws:// URL whose host and path appear
@@ -80,6 +82,9 @@ func dialWS(ctx context.Context, t *Target, size int) (*wsConn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
+	// Raw system calls (see package sockio): the generator shares the CPUs
+	// with the proxies it measures, so it should take as little as it can.
+	c = sockio.Wrap(c)
 	w := &wsConn{c: c, br: bufio.NewReaderSize(c, 16<<10)}
 	if err := w.handshake(ctx, t); err != nil {
 		c.Close()

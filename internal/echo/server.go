@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/wsmesh/wsmesh/internal/sockio"
 )
 
 // DefaultMaxMessageSize is the largest message, in bytes after
@@ -86,9 +88,11 @@ func New(cfg Config) *Server {
 
 // Serve accepts HTTP/1.1 connections on l until Shutdown is called. It may
 // be called for several listeners at once. Like net/http, it always returns
-// a non-nil error, http.ErrServerClosed after Shutdown.
+// a non-nil error, http.ErrServerClosed after Shutdown. TCP connections
+// are read and written with raw system calls (sockio.Listener), which
+// keeps the runtime's monitor thread asleep under load.
 func (s *Server) Serve(l net.Listener) error {
-	return s.httpSrv.Serve(l)
+	return s.httpSrv.Serve(sockio.Listener{Listener: l})
 }
 
 // ServeHTTP routes a request: HealthPath to the health check, every other

@@ -270,3 +270,18 @@ func (c *Conn) Writev(a, b []byte) (int, error) {
 	defer c.wmu.Unlock()
 	return c.w.Writev(a, b)
 }
+
+// Listener wraps a listener so that the TCP connections it accepts read and
+// write with raw system calls (see Wrap).
+type Listener struct {
+	net.Listener
+}
+
+// Accept waits for the next connection and returns it wrapped.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}

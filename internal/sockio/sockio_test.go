@@ -295,3 +295,34 @@ func TestTCPConnOf(t *testing.T) {
 		t.Fatalf("read %q, %v", got, err)
 	}
 }
+
+func TestListenerWrapsAcceptedConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Listener{Listener: ln}
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			_, _ = c.Write([]byte("ping"))
+			c.Close()
+		}
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("accepted %T, want *sockio.Conn", c)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("read %q, %v; want \"ping\"", got, err)
+	}
+	ln.Close()
+	if c, err := l.Accept(); err == nil || c != nil {
+		t.Fatalf("Accept on a closed listener: %v, %v; want nil and an error", c, err)
+	}
+}
