@@ -79,9 +79,6 @@ func dialWS(ctx context.Context, t *Target, size int) (*wsConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	// Raw system calls (see package sockio): the generator shares the CPUs
 	// with the proxies it measures, so it should take as little as it can.
 	c = sockio.Wrap(c)

@@ -138,6 +138,27 @@ type TCPKeepalive struct {
 	Interval time.Duration
 }
 
+// KeepAliveConfig is k as the socket options of a dialed connection: probes
+// enabled with k's settings (a zero field leaves the OS default, as Envoy
+// does), or, for a nil k, the zero value, which sends none (Envoy's default
+// without tcpKeepalive).
+func (k *TCPKeepalive) KeepAliveConfig() net.KeepAliveConfig {
+	if k == nil {
+		return net.KeepAliveConfig{}
+	}
+	c := net.KeepAliveConfig{Enable: true, Idle: k.Time, Interval: k.Interval, Count: k.Probes}
+	if c.Idle == 0 {
+		c.Idle = -1
+	}
+	if c.Interval == 0 {
+		c.Interval = -1
+	}
+	if c.Count == 0 {
+		c.Count = -1
+	}
+	return c
+}
+
 // route is one cluster as a routing candidate on its port.
 type route struct {
 	cluster    *Cluster

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -898,5 +899,22 @@ spec:
 	}
 	if _, err := s.Route(10, "p"); err == nil {
 		t.Error("UDP port must not be routed")
+	}
+}
+
+func TestTCPKeepaliveAsSocketOptions(t *testing.T) {
+	var none *config.TCPKeepalive
+	if got := none.KeepAliveConfig(); got != (net.KeepAliveConfig{}) {
+		t.Errorf("no tcpKeepalive: %+v, want the zero value (no probes)", got)
+	}
+	got := (&config.TCPKeepalive{Time: 2 * time.Hour, Interval: 75 * time.Second}).KeepAliveConfig()
+	want := net.KeepAliveConfig{Enable: true, Idle: 2 * time.Hour, Interval: 75 * time.Second, Count: -1}
+	if got != want {
+		t.Errorf("time and interval set: %+v, want %+v (probes left to the OS)", got, want)
+	}
+	got = (&config.TCPKeepalive{Probes: 3}).KeepAliveConfig()
+	want = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: 3}
+	if got != want {
+		t.Errorf("probes set: %+v, want %+v", got, want)
 	}
 }

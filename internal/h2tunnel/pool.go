@@ -16,7 +16,9 @@ import (
 // PoolConfig configures the connecting side of the tunnel. Zero values
 // take the defaults of limits.go.
 type PoolConfig struct {
-	// Dial opens a TCP connection to addr (default: net.Dialer).
+	// Dial opens a TCP connection to addr. The default is a net.Dialer
+	// that sets TCP keepalive only as WithDialKeepAlive asks (PINGs watch
+	// the connection either way, see PingInterval).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// MaxConcurrentStreams is our cap per connection; the peer's SETTINGS
 	// may lower it. When every connection to an endpoint is full, another
@@ -81,11 +83,29 @@ func (ep *endpoint) notifyLocked() {
 	}
 }
 
+type dialKeepAliveKey struct{}
+
+// WithDialKeepAlive returns ctx carrying the TCP keepalive of a connection
+// that the pool's default Dial opens for a request made with it (a
+// DestinationRule's tcp.tcpKeepalive). A connection already open keeps
+// its own. The zero value, the default, sends no probes.
+func WithDialKeepAlive(ctx context.Context, ka net.KeepAliveConfig) context.Context {
+	if ka == (net.KeepAliveConfig{}) {
+		return ctx
+	}
+	return context.WithValue(ctx, dialKeepAliveKey{}, ka)
+}
+
+func dialKeepAlive(ctx context.Context) net.KeepAliveConfig {
+	ka, _ := ctx.Value(dialKeepAliveKey{}).(net.KeepAliveConfig)
+	return ka
+}
+
 // NewPool returns a Pool for cfg.
 func NewPool(cfg PoolConfig) *Pool {
 	if cfg.Dial == nil {
-		var d net.Dialer
 		cfg.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			d := net.Dialer{KeepAlive: -1, KeepAliveConfig: dialKeepAlive(ctx)}
 			return d.DialContext(ctx, "tcp", addr)
 		}
 	}
@@ -250,9 +270,6 @@ func (p *Pool) dial(ctx context.Context, ep *endpoint) (*clientConn, error) {
 		return nil, fmt.Errorf("h2tunnel: dial %s: %w", ep.addr, err)
 	}
 	p.dialed.Add(1)
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 	cc := &clientConn{p: p, ep: ep}
 	cc.conn = newConn(nc, nil, connSettings{
 		client:        true,

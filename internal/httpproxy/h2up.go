@@ -41,7 +41,7 @@ func (p *Proxy) upgradeOverH2(ctx context.Context, c net.Conn, br *bufio.Reader,
 			continue
 		}
 		sent := time.Now()
-		st, err := p.cfg.H2.RoundTrip(ctx, addr, creq)
+		st, err := p.cfg.H2.RoundTrip(h2tunnel.WithDialKeepAlive(ctx, t.KeepAlive), addr, creq)
 		if errors.Is(err, h2tunnel.ErrExtendedConnectUnsupported) {
 			if strict {
 				rec.UpstreamHost = addr
@@ -159,7 +159,7 @@ func (p *Proxy) forwardPlainOverH2(ctx context.Context, c net.Conn, br *bufio.Re
 	var lastErr error
 	sent := time.Now()
 	for _, addr := range t.Endpoints {
-		st, err = p.cfg.H2.OpenStream(ctx, addr, hreq)
+		st, err = p.cfg.H2.OpenStream(h2tunnel.WithDialKeepAlive(ctx, t.KeepAlive), addr, hreq)
 		if err == nil {
 			rec.UpstreamHost = addr
 			break

@@ -28,6 +28,10 @@ type Target struct {
 	Service        string   // destination service host, for metrics
 	Endpoints      []string // upstream addresses in the order to try them
 	ConnectTimeout time.Duration
+	// KeepAlive is the TCP keepalive of connections dialed for this target
+	// (a DestinationRule's tcp.tcpKeepalive); the zero value sends no
+	// probes, as Envoy without tcpKeepalive.
+	KeepAlive net.KeepAliveConfig
 	// H2 carries the request as a stream on a pooled HTTP/2 connection
 	// (h2UpgradePolicy UPGRADE); WebSockets use RFC 8441 extended CONNECT.
 	H2 bool
@@ -98,7 +102,8 @@ type Config struct {
 	Drainer *Drainer
 	// Tracker lists open connections for the admin port. May be nil.
 	Tracker *Tracker
-	// Dial opens upstream TCP connections. Default net.Dialer.
+	// Dial opens upstream TCP connections. Default: a net.Dialer with the
+	// target's KeepAlive. When set, it is used as is.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
@@ -122,10 +127,6 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.Dial == nil {
-		d := &net.Dialer{KeepAlive: 30 * time.Second}
-		cfg.Dial = d.DialContext
 	}
 	return &Proxy{cfg: cfg, pool: newH1Pool(64, 90*time.Second), closing: make(chan struct{})}
 }

@@ -102,7 +102,7 @@ func (p *Proxy) dial(ctx context.Context, t *Target) (*upConn, error) {
 	}
 	var last error
 	for _, addr := range t.Endpoints {
-		c, err := p.dialOne(ctx, addr, t.ConnectTimeout)
+		c, err := p.dialOne(ctx, addr, t)
 		if err == nil {
 			return &upConn{Conn: c, br: getReader(c), addr: addr}, nil
 		}
@@ -115,20 +115,20 @@ func (p *Proxy) dial(ctx context.Context, t *Target) (*upConn, error) {
 	return nil, last
 }
 
-func (p *Proxy) dialOne(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+// dialOne connects to addr within t's connect timeout. Package net sets
+// TCP_NODELAY on every TCP connection; keepalive is t's.
+func (p *Proxy) dialOne(ctx context.Context, addr string, t *Target) (net.Conn, error) {
+	timeout := t.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c, err := p.cfg.Dial(dctx, "tcp", addr)
-	if err != nil {
-		return nil, err
+	if p.cfg.Dial != nil {
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return p.cfg.Dial(dctx, "tcp", addr)
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	return c, nil
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1, KeepAliveConfig: t.KeepAlive}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // connectFailure turns a dial error into Envoy's 503 UF answer.

@@ -98,7 +98,8 @@ func (in *Inbound) serveTCP(ctx context.Context, c net.Conn, br *bufio.Reader, r
 
 func (in *Inbound) relayToApp(ctx context.Context, c net.Conn, br *bufio.Reader, app string) {
 	defer c.Close()
-	d := net.Dialer{Timeout: in.cfg.ConnectTimeout}
+	// The app is local: the kernel reports its end itself, no keepalive.
+	d := net.Dialer{Timeout: in.cfg.ConnectTimeout, KeepAlive: -1}
 	up, err := d.DialContext(ctx, "tcp", app)
 	if err != nil {
 		in.cfg.Logger.Warn("inbound TCP: local app unreachable", "app", app, "cause", err)

@@ -53,9 +53,6 @@ func Serve(ctx context.Context, connCtx context.Context, ln net.Listener, h Hand
 			}
 		}
 		delay = 0
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

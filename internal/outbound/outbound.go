@@ -140,7 +140,7 @@ func (o *Outbound) relayTCP(ctx context.Context, c net.Conn, br *bufio.Reader, c
 	var up net.Conn
 	var err error
 	for _, addr := range eps {
-		d := net.Dialer{Timeout: timeout}
+		d := net.Dialer{Timeout: timeout, KeepAlive: -1, KeepAliveConfig: policy.TCPKeepalive.KeepAliveConfig()}
 		if up, err = d.DialContext(ctx, "tcp", addr); err == nil {
 			rec.UpstreamHost = addr
 			break
@@ -203,6 +203,7 @@ func (o *Outbound) target(cl *config.Cluster) *httpproxy.Target {
 		Service:        cl.Host,
 		Endpoints:      eps,
 		ConnectTimeout: cl.Policy.ConnectTimeout,
+		KeepAlive:      cl.Policy.TCPKeepalive.KeepAliveConfig(),
 		H2:             cl.Policy.H2Upgrade, // resolved by config: the mesh default for HTTP ports, a DestinationRule's UPGRADE for any
 		Done:           done,
 	}

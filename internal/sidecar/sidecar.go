@@ -301,9 +301,11 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 }
 
 // listenWithRetry binds addr; on reload a port just released by a replaced
-// listener may take a moment to free.
+// listener may take a moment to free. Accepted connections get no TCP
+// keepalive, as in Envoy: they come from the local app or a peer sidecar,
+// whose side watches its own connections (and HTTP/2 ones are PINGed).
 func listenWithRetry(addr string, initial bool) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	for i := 0; err != nil && !initial && i < 20; i++ {
 		time.Sleep(50 * time.Millisecond)

@@ -27,6 +27,7 @@ import (
 type meshOpts struct {
 	h2, allowConnect, strict bool
 	drainGrace, wsIdle       time.Duration
+	rule                     string // DestinationRule YAML, instead of upgradeRule when h2
 }
 
 type mesh struct {
@@ -146,7 +147,9 @@ func startMesh(t *testing.T, o meshOpts) *mesh {
 		appSrv.Close()
 	})
 	m.write(t, "mesh.yaml", fmt.Sprintf(baseConfig, m.egress, m.inPort, m.app))
-	if o.h2 {
+	if o.rule != "" {
+		m.write(t, "destinationrule.yaml", o.rule)
+	} else if o.h2 {
 		m.write(t, "destinationrule.yaml", upgradeRule)
 	}
 	if o.allowConnect {
