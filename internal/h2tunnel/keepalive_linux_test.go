@@ -12,24 +12,11 @@ import (
 // TestDefaultDialKeepAlive checks that the pool's default dialer sends no
 // TCP keepalive probes unless the request's context asks for them.
 func TestDefaultDialKeepAlive(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	addr := testutil.Acceptor(t)
 	p := NewPool(PoolConfig{})
 	defer p.Close()
 
-	c, err := p.cfg.Dial(context.Background(), ln.Addr().String())
+	c, err := p.cfg.Dial(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +26,7 @@ func TestDefaultDialKeepAlive(t *testing.T) {
 	}
 
 	ka := net.KeepAliveConfig{Enable: true, Idle: 42 * time.Second, Interval: -1, Count: -1}
-	c2, err := p.cfg.Dial(WithDialKeepAlive(context.Background(), ka), ln.Addr().String())
+	c2, err := p.cfg.Dial(WithDialKeepAlive(context.Background(), ka), addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,22 +12,8 @@ import (
 // TestUpstreamKeepAliveIsTheTargets checks that an upstream connection
 // sends TCP keepalive probes only as its Target asks (tcp.tcpKeepalive).
 func TestUpstreamKeepAliveIsTheTargets(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	addr := testutil.Acceptor(t)
 	p := New(Config{})
-	addr := ln.Addr().String()
 
 	c, err := p.dialOne(context.Background(), addr, &Target{})
 	if err != nil {

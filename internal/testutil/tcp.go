@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -31,4 +32,36 @@ func TCPPair(t testing.TB) (dialer, accepted *net.TCPConn) {
 	}
 	t.Cleanup(func() { d.Close(); r.c.Close() })
 	return d.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// Acceptor returns the address of a loopback listener that accepts every
+// connection and holds it open until the test ends.
+func Acceptor(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
