@@ -67,6 +67,8 @@ type direction struct {
 	finished  bool                   // copy has returned
 
 	kicked bool // the poller set a past read deadline for the peer's end (see poller); guarded by pmu
+
+	inEpoll bool // the socket is in the poller's epoll set (it leaves it when closed); owned by the running goroutine
 }
 
 // dst is where the direction writes: the other direction's source.
@@ -511,7 +513,15 @@ type rawRead struct {
 	canSkip bool // a WebSocket with a dst that takes bytes without waiting (see try)
 	watched bool // the poller watches the socket for its peer's end (until d parks)
 	noSkip  bool // it could not be made to, or has kicked: read until EAGAIN before each wait
+	shorts  int  // short reads this run, up to watchAfter
 }
+
+// watchAfter is how many short reads a run makes, reading until EAGAIN
+// each time, before it has its socket watched and starts to skip that
+// read. The watch costs two epoll_ctl calls, and at the end a poller wake-up
+// and a kick, about what twenty empty reads do: a WebSocket that carries a
+// handful of messages (a handshake's worth and a close) is cheaper without.
+const watchAfter = 16
 
 // try is called by RawConn.Read when the socket may be readable. It reads
 // and forwards until the socket has no bytes (it returns false: wait), or
@@ -575,7 +585,9 @@ func (x *rawRead) try(fd uintptr) bool {
 		bufPool.Put(x.bp)
 		x.bp = nil
 		if short && x.canSkip && x.d.waited && !x.noSkip {
-			if !x.watched {
+			if !x.watched && x.shorts < watchAfter {
+				x.shorts++
+			} else if !x.watched {
 				x.watched = x.d.watchSocket(fd)
 				x.noSkip = !x.watched
 			}

@@ -98,12 +98,16 @@ func (d *direction) pollToken(p *poller) uint64 {
 }
 
 // register sets the events the poller watches d's socket fd for, under
-// d's token.
+// d's token: one epoll_ctl call, ADD the first time and MOD after.
 func (d *direction) register(p *poller, fd uintptr, token uint64, events uint32) error {
 	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
-	err := syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-	if err == syscall.ENOENT { // first registration
-		err = syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	op := syscall.EPOLL_CTL_MOD
+	if !d.inEpoll {
+		op = syscall.EPOLL_CTL_ADD
+	}
+	err := syscall.EpollCtl(p.fd, op, int(fd), &ev)
+	if err == nil {
+		d.inEpoll = true
 	}
 	return err
 }

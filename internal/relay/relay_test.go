@@ -737,18 +737,8 @@ func TestEndRightAfterBytesIsSeen(t *testing.T) {
 func testEndRightAfterBytes(t *testing.T, m mode, end string, i int) {
 	h := start(t, m, Prefetched{})
 	defer h.cancel()
-	// A frame-shaped first message, so that observing relays see frames.
-	ping, last := []byte{0x82, 1, 'a'}, []byte{0x82, 1, 'b'}
-	for _, msg := range [][]byte{ping, ping} { // the second arrives after a wait
-		if _, err := h.client.Write(msg); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(h.server, got); err != nil {
-			t.Fatalf("round %d: %v", i, err)
-		}
-		time.Sleep(time.Millisecond) // let the loop wait for bytes again
-	}
+	pingUntilSkipping(t, h, time.Millisecond)
+	last := []byte{0x82, 1, 'b'}
 	if _, err := h.client.Write(last); err != nil {
 		t.Fatal(err)
 	}
@@ -815,6 +805,26 @@ func TestEndWhileWritingToAPeerThatDoesNotRead(t *testing.T) {
 	}
 }
 
+// pingUntilSkipping sends h's client-to-server direction one-byte binary
+// frames, each after the last was passed on and pause has let the copy
+// loop wait again: the first wait parks, and after watchAfter more short
+// reads the loop has its socket watched and waits after a short read
+// without reading again (see rawRead.try).
+func pingUntilSkipping(t *testing.T, h *harness, pause time.Duration) {
+	t.Helper()
+	ping := []byte{0x82, 1, 'a'} // frame-shaped, so that observing relays see frames
+	for range watchAfter + 2 {
+		if _, err := h.client.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(ping))
+		if _, err := io.ReadFull(h.server, got); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(pause)
+	}
+}
+
 // TestEndComingWhileBytesWaitToBeWritten has the peer's last bytes and its
 // FIN arrive while the copy loop waits to write the bytes before them (the
 // direction's lock is held, as by a write to a slow peer): the poller's
@@ -823,17 +833,7 @@ func TestEndWhileWritingToAPeerThatDoesNotRead(t *testing.T) {
 // read again.
 func TestEndComingWhileBytesWaitToBeWritten(t *testing.T) {
 	h := start(t, mode{name: "observe", opts: Options{Observe: true, ParkAfter: time.Hour}}, Prefetched{})
-	ping := []byte{0x82, 1, 'a'}
-	for range 2 { // the second after the first wait (a park): short reads skip from then on
-		if _, err := h.client.Write(ping); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(ping))
-		if _, err := io.ReadFull(h.server, got); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	pingUntilSkipping(t, h, 5*time.Millisecond)
 	m1, m2 := []byte{0x82, 1, '1'}, []byte{0x82, 1, '2'}
 	d := &h.handle.r.d2u
 	d.mu.Lock()
