@@ -462,11 +462,28 @@ func TestDeadlinesAndCancel(t *testing.T) {
 		t.Errorf("read past deadline: %v", err)
 	}
 	// The server never reads: a write larger than its window blocks, then
-	// times out having written exactly the window.
-	st.SetWriteDeadline(time.Now().Add(2 * time.Second))
-	n, err := st.Write(make([]byte, 8<<20))
-	if !errors.Is(err, errDeadline) || n != DefaultInitialStreamWindow {
-		t.Errorf("write past window: n=%d err=%v", n, err)
+	// times out having written exactly the window. The deadline passes
+	// only once the window is used up: a fixed one (it was 2 s) can pass
+	// first on a loaded machine, whose writer has not sent it all yet.
+	st.SetWriteDeadline(time.Now().Add(time.Minute))
+	type result struct {
+		n   int
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		n, err := st.Write(make([]byte, 8<<20))
+		res <- result{n, err}
+	}()
+	waitUntil(t, 30*time.Second, "the server's stream window was not used up", func() bool {
+		w := st.s.c.w
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return st.s.sendWin <= 0
+	})
+	st.SetWriteDeadline(time.Now()) // passes while the Write waits
+	if r := <-res; !errors.Is(r.err, errDeadline) || r.n != DefaultInitialStreamWindow {
+		t.Errorf("write past window: n=%d err=%v", r.n, r.err)
 	}
 	st.Close()
 	// Closing the stream cancels the server's context (handler returns).
