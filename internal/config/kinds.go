@@ -657,6 +657,15 @@ func (b *builder) addDestinationRule(loc location, doc any) {
 	if !b.checkTrafficPolicy(loc, "spec.trafficPolicy", spec.TrafficPolicy, true) {
 		ok = false
 	}
+	if len(spec.Subsets) > 0 {
+		b.warnf(loc, "spec.subsets", "not applied by wsmesh: no route selects a subset (VirtualService is not read), so their traffic policies are not either")
+	}
+	if spec.ExportTo != nil {
+		b.warnf(loc, "spec.exportTo", "not applied by wsmesh: the rule applies to every namespace's sidecars")
+	}
+	if spec.WorkloadSelector != nil {
+		b.warnf(loc, "spec.workloadSelector", "not applied by wsmesh: the rule applies to every workload's sidecar")
+	}
 	names := map[string]int{}
 	for i, s := range spec.Subsets {
 		path := fmt.Sprintf("spec.subsets[%d]", i)
@@ -675,7 +684,7 @@ func (b *builder) addDestinationRule(loc location, doc any) {
 			names[s.Name] = i
 		}
 		b.checkLabels(loc, path+".labels", s.Labels)
-		if !b.checkTrafficPolicy(loc, path+".trafficPolicy", s.TrafficPolicy, true) {
+		if !b.checkTrafficPolicy(loc, path+".trafficPolicy", s.TrafficPolicy, false) {
 			ok = false
 		}
 	}
@@ -685,13 +694,24 @@ func (b *builder) addDestinationRule(loc location, doc any) {
 	}
 }
 
-func (b *builder) checkTrafficPolicy(loc location, path string, tp *trafficPolicy, top bool) bool {
+// checkTrafficPolicy validates tp. applied: wsmesh applies tp (it is not a
+// subset's), so the settings it leaves out are warned of.
+func (b *builder) checkTrafficPolicy(loc location, path string, tp *trafficPolicy, applied bool) bool {
 	if tp == nil {
 		return true
 	}
 	n := len(b.errs)
-	b.checkLoadBalancer(loc, path+".loadBalancer", tp.LoadBalancer)
-	b.checkConnectionPool(loc, path+".connectionPool", tp.ConnectionPool)
+	b.checkLoadBalancer(loc, path+".loadBalancer", tp.LoadBalancer, applied)
+	b.checkConnectionPool(loc, path+".connectionPool", tp.ConnectionPool, applied)
+	if applied {
+		b.warnUnapplied(loc, path, map[string]bool{
+			"outlierDetection": tp.OutlierDetection != nil,
+			"tls":              tp.TLS != nil,
+			"tunnel":           tp.Tunnel != nil,
+			"proxyProtocol":    tp.ProxyProtocol != nil,
+			"retryBudget":      tp.RetryBudget != nil,
+		})
+	}
 	seen := map[int]int{}
 	for i, pl := range tp.PortLevelSettings {
 		p := fmt.Sprintf("%s.portLevelSettings[%d]", path, i)
@@ -706,15 +726,41 @@ func (b *builder) checkTrafficPolicy(loc location, path string, tp *trafficPolic
 			b.errf(loc, p+".port.number", "duplicate port %d (also portLevelSettings[%d])", pl.Port.Number, j)
 		}
 		seen[pl.Port.Number] = i
-		b.checkLoadBalancer(loc, p+".loadBalancer", pl.LoadBalancer)
-		b.checkConnectionPool(loc, p+".connectionPool", pl.ConnectionPool)
+		b.checkLoadBalancer(loc, p+".loadBalancer", pl.LoadBalancer, applied)
+		b.checkConnectionPool(loc, p+".connectionPool", pl.ConnectionPool, applied)
+		if applied {
+			b.warnUnapplied(loc, p, map[string]bool{"outlierDetection": pl.OutlierDetection != nil, "tls": pl.TLS != nil})
+		}
 	}
 	return len(b.errs) == n
 }
 
-func (b *builder) checkLoadBalancer(loc location, path string, lb *loadBalancerSettings) {
+// warnUnapplied warns of each field under path that is set (true in set)
+// and that wsmesh accepts, as Istio's API has it, but does not apply.
+func (b *builder) warnUnapplied(loc location, path string, set map[string]bool) {
+	fields := make([]string, 0, len(set))
+	for f, on := range set {
+		if on {
+			fields = append(fields, f)
+		}
+	}
+	sort.Strings(fields)
+	for _, f := range fields {
+		b.warnf(loc, path+"."+f, "not applied by wsmesh")
+	}
+}
+
+func (b *builder) checkLoadBalancer(loc location, path string, lb *loadBalancerSettings, applied bool) {
 	if lb == nil {
 		return
+	}
+	if applied {
+		b.warnUnapplied(loc, path, map[string]bool{
+			"consistentHash":     lb.ConsistentHash != nil,
+			"localityLbSetting":  lb.LocalityLbSetting != nil,
+			"warmupDurationSecs": lb.WarmupDurationSecs != nil,
+			"warmup":             lb.Warmup != nil,
+		})
 	}
 	b.checkEnum(loc, path+".simple", lb.Simple, "UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM", "PASSTHROUGH")
 	if lb.Simple != "" && lb.ConsistentHash != nil {
@@ -722,9 +768,24 @@ func (b *builder) checkLoadBalancer(loc location, path string, lb *loadBalancerS
 	}
 }
 
-func (b *builder) checkConnectionPool(loc location, path string, cp *connectionPool) {
+func (b *builder) checkConnectionPool(loc location, path string, cp *connectionPool, applied bool) {
 	if cp == nil {
 		return
+	}
+	if t := cp.TCP; t != nil && applied {
+		b.warnUnapplied(loc, path+".tcp", map[string]bool{
+			"maxConnections":        t.MaxConnections != nil,
+			"maxConnectionDuration": t.MaxConnectionDuration != nil,
+		})
+	}
+	if h := cp.HTTP; h != nil && applied {
+		b.warnUnapplied(loc, path+".http", map[string]bool{
+			"http1MaxPendingRequests":  h.HTTP1MaxPendingRequests != nil,
+			"http2MaxRequests":         h.HTTP2MaxRequests != nil,
+			"maxRequestsPerConnection": h.MaxRequestsPerConnection != nil,
+			"maxRetries":               h.MaxRetries != nil,
+			"maxConcurrentStreams":     h.MaxConcurrentStreams != nil,
+		})
 	}
 	nonNeg := func(field string, v *int) {
 		if v != nil && *v < 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -660,5 +661,61 @@ func TestLoadDirectory(t *testing.T) {
 	}
 	if _, err := config.Load(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Fatal("missing file loaded")
+	}
+}
+
+// TestDestinationRuleSettingsNotApplied checks that a DestinationRule's
+// settings that wsmesh accepts but does not apply are warned of, each by
+// its path, and that those it applies are not.
+func TestDestinationRuleSettingsNotApplied(t *testing.T) {
+	data := `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: ws
+spec:
+  host: ws.default.svc.cluster.local
+  exportTo: ["."]
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+    connectionPool:
+      tcp:
+        maxConnections: 100
+        connectTimeout: 1s
+        tcpKeepalive: {time: 60s}
+        idleTimeout: 5m
+      http:
+        h2UpgradePolicy: UPGRADE
+        maxRetries: 3
+        idleTimeout: 1m
+    outlierDetection: {consecutive5xxErrors: 5}
+    tls: {mode: ISTIO_MUTUAL}
+    portLevelSettings:
+    - port: {number: 8080}
+      connectionPool:
+        http: {maxConcurrentStreams: 10}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      outlierDetection: {consecutive5xxErrors: 1}
+`
+	s, err := config.Parse("t.yaml", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const at = "t.yaml: document 1 (DestinationRule ws): "
+	want := []string{
+		at + "spec.trafficPolicy.loadBalancer.consistentHash: not applied by wsmesh",
+		at + "spec.trafficPolicy.connectionPool.tcp.maxConnections: not applied by wsmesh",
+		at + "spec.trafficPolicy.connectionPool.http.maxRetries: not applied by wsmesh",
+		at + "spec.trafficPolicy.outlierDetection: not applied by wsmesh",
+		at + "spec.trafficPolicy.tls: not applied by wsmesh",
+		at + "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.maxConcurrentStreams: not applied by wsmesh",
+		at + "spec.subsets: not applied by wsmesh: no route selects a subset (VirtualService is not read), so their traffic policies are not either",
+		at + "spec.exportTo: not applied by wsmesh: the rule applies to every namespace's sidecars",
+	}
+	if !slices.Equal(s.Warnings, want) {
+		t.Errorf("warnings:\n got %q\nwant %q", s.Warnings, want)
 	}
 }

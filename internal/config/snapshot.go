@@ -115,7 +115,9 @@ type TrafficPolicy struct {
 	MaxConcurrentStreams int
 	// MaxRequestsPerConnection: 0 means unlimited.
 	MaxRequestsPerConnection int
-	// IdleTimeout: http.idleTimeout of pooled connections; 0 means not set.
+	// IdleTimeout ends the destination's TCP relays after that long without
+	// a byte either way: tcp.idleTimeout, else http.idleTimeout (which
+	// Istio used for TCP before tcp.idleTimeout); 0 means not set.
 	IdleTimeout time.Duration
 	// LoadBalancer: loadBalancer.simple, ROUND_ROBIN when unset
 	// (LEAST_CONN is read as LEAST_REQUEST).
@@ -514,6 +516,9 @@ func (s *Snapshot) policyFor(host, ns string, port int, proto Protocol) TrafficP
 			case "DO_NOT_UPGRADE":
 				tp.H2Upgrade, upgradeSet = false, true
 			}
+		}
+		if t := cp.TCP; t != nil && t.IdleTimeout != nil {
+			tp.IdleTimeout = time.Duration(*t.IdleTimeout) // over http.idleTimeout
 		}
 	}
 	switch {

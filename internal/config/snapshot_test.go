@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -916,5 +917,42 @@ func TestTCPKeepaliveAsSocketOptions(t *testing.T) {
 	want = net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: 3}
 	if got != want {
 		t.Errorf("probes set: %+v, want %+v", got, want)
+	}
+}
+
+// TestTCPIdleTimeoutOverHTTPs checks that tcp.idleTimeout sets the idle
+// timeout of a destination's TCP relays, and that http.idleTimeout, which
+// Istio used for them before tcp.idleTimeout, does when it is alone.
+func TestTCPIdleTimeoutOverHTTPs(t *testing.T) {
+	const rule = `apiVersion: v1
+kind: Service
+metadata: {name: raw}
+spec:
+  ports: [{name: tcp-raw, port: 7000}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: raw}
+spec:
+  host: raw
+  trafficPolicy:
+    connectionPool:
+%s`
+	for _, c := range []struct {
+		pool string
+		want time.Duration
+	}{
+		{"      http: {idleTimeout: 1m}\n", time.Minute},
+		{"      tcp: {idleTimeout: 5m}\n      http: {idleTimeout: 1m}\n", 5 * time.Minute},
+		{"      tcp: {connectTimeout: 1s}\n", 0},
+	} {
+		s := mustParse(t, fmt.Sprintf(rule, c.pool))
+		cl, err := s.Route(7000, "raw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cl.Policy.IdleTimeout; got != c.want {
+			t.Errorf("connectionPool\n%s: idle timeout %v, want %v", c.pool, got, c.want)
+		}
 	}
 }
