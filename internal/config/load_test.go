@@ -694,6 +694,8 @@ spec:
     - port: {number: 8080}
       connectionPool:
         http: {maxConcurrentStreams: 10}
+    - port: {number: 9090}
+      loadBalancer: {simple: PASSTHROUGH}
   subsets:
   - name: v1
     labels: {version: v1}
@@ -712,6 +714,7 @@ spec:
 		at + "spec.trafficPolicy.outlierDetection: not applied by wsmesh",
 		at + "spec.trafficPolicy.tls: not applied by wsmesh",
 		at + "spec.trafficPolicy.portLevelSettings[0].connectionPool.http.maxConcurrentStreams: not applied by wsmesh",
+		at + "spec.trafficPolicy.portLevelSettings[1].loadBalancer.simple: PASSTHROUGH not applied by wsmesh: endpoints are picked round robin",
 		at + "spec.subsets: not applied by wsmesh: no route selects a subset (VirtualService is not read), so their traffic policies are not either",
 		at + "spec.exportTo: not applied by wsmesh: the rule applies to every namespace's sidecars",
 	}

@@ -140,13 +140,15 @@ type TCPKeepalive struct {
 	Interval time.Duration
 }
 
-// KeepAliveConfig is k as the socket options of a dialed connection: probes
-// enabled with k's settings (a zero field leaves the OS default, as Envoy
-// does), or, for a nil k, the zero value, which sends none (Envoy's default
-// without tcpKeepalive).
+// KeepAliveConfig is k as the socket options of a connection dialed to the
+// destination: probes with k's settings (a zero field leaves the OS
+// default, as Envoy does). For a nil k it is Go's default keepalive
+// (probes after 15 s idle, every 15 s, 9 of them), which Envoy does not
+// send without tcpKeepalive: wsmesh keeps it, so that a relay to a host
+// that vanished without a FIN ends.
 func (k *TCPKeepalive) KeepAliveConfig() net.KeepAliveConfig {
 	if k == nil {
-		return net.KeepAliveConfig{}
+		return net.KeepAliveConfig{Enable: true}
 	}
 	c := net.KeepAliveConfig{Enable: true, Idle: k.Time, Interval: k.Interval, Count: k.Probes}
 	if c.Idle == 0 {
@@ -524,6 +526,10 @@ func (s *Snapshot) policyFor(host, ns string, port int, proto Protocol) TrafficP
 	switch {
 	case upgradeSet:
 		tp.H2UpgradeSource = source
+	case tp.UseClientProtocol:
+		// As Istio: the client's protocol goes upstream, so an HTTP/1.1
+		// request stays HTTP/1.1 whatever the mesh default.
+		tp.H2UpgradeSource = source + " useClientProtocol"
 	case !proto.IsHTTP():
 		// As Istio: the mesh default never upgrades a port not declared HTTP.
 		tp.H2UpgradeSource = fmt.Sprintf("mesh default (not applied: port protocol %s is not HTTP)", proto)

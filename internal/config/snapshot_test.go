@@ -905,8 +905,8 @@ spec:
 
 func TestTCPKeepaliveAsSocketOptions(t *testing.T) {
 	var none *config.TCPKeepalive
-	if got := none.KeepAliveConfig(); got != (net.KeepAliveConfig{}) {
-		t.Errorf("no tcpKeepalive: %+v, want the zero value (no probes)", got)
+	if got := none.KeepAliveConfig(); got != (net.KeepAliveConfig{Enable: true}) {
+		t.Errorf("no tcpKeepalive: %+v, want Go's default keepalive", got)
 	}
 	got := (&config.TCPKeepalive{Time: 2 * time.Hour, Interval: 75 * time.Second}).KeepAliveConfig()
 	want := net.KeepAliveConfig{Enable: true, Idle: 2 * time.Hour, Interval: 75 * time.Second, Count: -1}
@@ -954,5 +954,45 @@ spec:
 		if got := cl.Policy.IdleTimeout; got != c.want {
 			t.Errorf("connectionPool\n%s: idle timeout %v, want %v", c.pool, got, c.want)
 		}
+	}
+}
+
+// TestUseClientProtocolKeepsHTTP1 checks that useClientProtocol without an
+// h2UpgradePolicy keeps HTTP/1.1 requests HTTP/1.1 where the mesh default
+// upgrades, as Istio does.
+func TestUseClientProtocolKeepsHTTP1(t *testing.T) {
+	s := mustParse(t, `apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    h2UpgradePolicy: UPGRADE
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{name: http-web, port: 8080}, {name: http-other, port: 9090}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web}
+spec:
+  host: web
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 8080}
+      connectionPool:
+        http: {useClientProtocol: true}
+`)
+	c, err := s.Route(8080, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.H2Upgrade || !strings.HasSuffix(c.Policy.H2UpgradeSource, "useClientProtocol") {
+		t.Errorf("useClientProtocol: upgrade %v (%s), want no upgrade", c.Policy.H2Upgrade, c.Policy.H2UpgradeSource)
+	}
+	if c, err = s.Route(9090, "web"); err != nil || !c.Policy.H2Upgrade {
+		t.Errorf("port without useClientProtocol: %+v %v, want the mesh default's upgrade", c, err)
 	}
 }

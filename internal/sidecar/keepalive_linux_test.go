@@ -13,26 +13,29 @@ import (
 	"github.com/wsmesh/wsmesh/internal/testutil"
 )
 
-// TestAcceptedConnsHaveNoKeepAlive checks that the sidecar's listeners do
-// not turn on TCP keepalive for the connections they accept (as Envoy).
-func TestAcceptedConnsHaveNoKeepAlive(t *testing.T) {
-	ln, err := listenWithRetry("127.0.0.1:0", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if on, _ := testutil.KeepAlive(t, c); on {
-		t.Error("an accepted connection has SO_KEEPALIVE set")
+// TestAcceptedConnsKeepAlive checks that an inbound listener, which takes
+// connections from other hosts, turns on TCP keepalive for them, and that
+// an outbound one, which takes the local app's, does not.
+func TestAcceptedConnsKeepAlive(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		ln, err := listenWithRetry("127.0.0.1:0", true, remote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		d, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if on, idle := testutil.KeepAlive(t, c); on != remote || remote && idle != 15*time.Second {
+			t.Errorf("remote %v: keepalive %v after %v; want %v (15s)", remote, on, idle, remote)
+		}
 	}
 }
 
@@ -50,10 +53,12 @@ spec:
         h2UpgradePolicy: %s
 `
 
-// TestDestinationRuleKeepAlive checks, from the kernel's socket table, that
-// tcp.tcpKeepalive turns on keepalive for the client sidecar's connection
-// to the server sidecar, over HTTP/1.1 and over HTTP/2, and for no other
-// connection of the path.
+// TestDestinationRuleKeepAlive checks, from the kernel's socket table, the
+// TCP keepalive of every connection on the guide's path, over HTTP/1.1 and
+// HTTP/2: the client sidecar's connection to the server sidecar probes as
+// the rule's tcp.tcpKeepalive says (after an hour), the server sidecar's
+// end of it as Go's default (after 15 s), and neither sidecar's
+// connection with its local app probes at all.
 func TestDestinationRuleKeepAlive(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		name, policy := "http1", "DO_NOT_UPGRADE"
@@ -74,24 +79,33 @@ func TestDestinationRuleKeepAlive(t *testing.T) {
 			// instead of the keepalive one: look again until it settles.
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				var toPeer, others int
+				var seen int
 				var unsettled []string
 				for _, s := range establishedSockets(t) {
+					var want string // "" none, "hour", "15s"
 					switch {
 					case s.remote == inbound:
-						toPeer++
-						if s.timer != 2 {
-							unsettled = append(unsettled, fmt.Sprintf("client sidecar %s -> server sidecar: timer %d, want 2 (keepalive)", s.local, s.timer))
-						}
-					case s.remote == m.app || s.local == inbound || s.local == egress:
-						others++
-						if s.timer == 2 {
-							t.Fatalf("%s -> %s: keepalive is on; only the rule's upstream connection should have it", s.local, s.remote)
+						want = "hour"
+					case s.local == inbound:
+						want = "15s"
+					case s.remote == m.app || s.local == egress:
+					default:
+						continue
+					}
+					seen++
+					got := ""
+					if s.timer == 2 { // the keepalive timer
+						got = "15s"
+						if s.expires > 1000*time.Second {
+							got = "hour"
 						}
 					}
+					if got != want {
+						unsettled = append(unsettled, fmt.Sprintf("%s -> %s: keepalive %q (timer %d, %v), want %q", s.local, s.remote, got, s.timer, s.expires, want))
+					}
 				}
-				if toPeer == 0 || others < 3 {
-					t.Fatalf("found %d connections to the server sidecar and %d others of the path; want 1+ and 3+", toPeer, others)
+				if seen < 4 {
+					t.Fatalf("found %d connections of the path, want 4 or more", seen)
 				}
 				if len(unsettled) == 0 {
 					return
@@ -107,7 +121,8 @@ func TestDestinationRuleKeepAlive(t *testing.T) {
 
 type tcpSocket struct {
 	local, remote string
-	timer         int // /proc/net/tcp's timer_active: 2 is the keepalive timer
+	timer         int           // /proc/net/tcp's timer_active: 2 is the keepalive timer
+	expires       time.Duration // until the timer fires
 }
 
 // establishedSockets reads the IPv4 TCP connections of this network
@@ -124,11 +139,14 @@ func establishedSockets(t *testing.T) []tcpSocket {
 		if len(f) < 6 || f[3] != "01" { // 01: ESTABLISHED
 			continue
 		}
-		timer, err := strconv.ParseInt(strings.SplitN(f[5], ":", 2)[0], 16, 32)
-		if err != nil {
-			t.Fatalf("/proc/net/tcp: %q: %v", line, err)
+		// "tr:tm->when": the timer, and its expiry in clock ticks (USER_HZ, 100 a second).
+		tr, when, _ := strings.Cut(f[5], ":")
+		timer, err1 := strconv.ParseInt(tr, 16, 32)
+		ticks, err2 := strconv.ParseInt(when, 16, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("/proc/net/tcp: %q", line)
 		}
-		out = append(out, tcpSocket{local: procAddr(t, f[1]), remote: procAddr(t, f[2]), timer: int(timer)})
+		out = append(out, tcpSocket{local: procAddr(t, f[1]), remote: procAddr(t, f[2]), timer: int(timer), expires: time.Duration(ticks) * 10 * time.Millisecond})
 	}
 	return out
 }

@@ -269,7 +269,7 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 			continue
 		}
 		addr := net.JoinHostPort(bindOf(rl.l), fmt.Sprint(rl.l.Port))
-		ln, err := listenWithRetry(addr, initial)
+		ln, err := listenWithRetry(addr, initial, strings.HasPrefix(rl.side, "inbound"))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s listener %s: %w", rl.side, addr, err))
 			continue
@@ -301,11 +301,17 @@ func (s *Sidecar) apply(ctx, connCtx context.Context, snap *config.Snapshot, ini
 }
 
 // listenWithRetry binds addr; on reload a port just released by a replaced
-// listener may take a moment to free. Accepted connections get no TCP
-// keepalive, as in Envoy: they come from the local app or a peer sidecar,
-// whose side watches its own connections (and HTTP/2 ones are PINGed).
-func listenWithRetry(addr string, initial bool) (net.Listener, error) {
+// listener may take a moment to free. remote: the listener takes
+// connections from other hosts (an inbound one), whose accepted
+// connections get Go's TCP keepalive (probes after 15 s idle, every 15 s,
+// 9 of them), so that a relay from a host that vanished without a FIN
+// ends; an outbound listener's connections come from the local app, whose
+// end the kernel reports itself, and get none.
+func listenWithRetry(addr string, initial, remote bool) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
+	if remote {
+		lc.KeepAlive = 0
+	}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	for i := 0; err != nil && !initial && i < 20; i++ {
 		time.Sleep(50 * time.Millisecond)
