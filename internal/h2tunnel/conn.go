@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -764,6 +765,15 @@ func (c *conn) teardown(cause error) {
 		c.w.kill(cause)
 	}
 	<-c.w.done
+	if _, ours := cause.(connErr); ours && graceful {
+		// The reader stopped at the peer's error and the writer has sent
+		// our GOAWAY (and FIN, where it could): take in what the peer still
+		// sends until it closes, for lingerTimeout at most. Closing with
+		// unread bytes would send a reset, which can destroy the GOAWAY
+		// before the peer reads it.
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.Copy(io.Discard, c.nc)
+	}
 	c.nc.Close()
 	c.mu.Lock()
 	err := connLost(c.closeErr)
