@@ -765,16 +765,17 @@ func (c *conn) teardown(cause error) {
 		c.w.kill(cause)
 	}
 	<-c.w.done
-	if _, ours := cause.(connErr); ours && graceful {
-		// The reader stopped at the peer's error and the writer has sent
-		// our GOAWAY (and FIN, where it could): take in what the peer still
-		// sends until it closes, for lingerTimeout at most. Closing with
-		// unread bytes would send a reset, which can destroy the GOAWAY
-		// before the peer reads it.
-		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
-		_, _ = io.Copy(io.Discard, c.nc)
+	// Ended by our GOAWAY for the peer's error: the reader stopped and the
+	// writer has sent the GOAWAY (and FIN, where it could). The socket stays
+	// open after the streams are failed, taking in what the peer still sends
+	// until it closes, for lingerTimeout at most: closing with unread bytes
+	// would send a reset, which can destroy the GOAWAY before the peer
+	// reads it.
+	_, ours := cause.(connErr)
+	linger := ours && graceful
+	if !linger {
+		c.nc.Close()
 	}
-	c.nc.Close()
 	c.mu.Lock()
 	err := connLost(c.closeErr)
 	c.mu.Unlock()
@@ -782,6 +783,11 @@ func (c *conn) teardown(cause error) {
 		c.closeStream(st, err)
 	}
 	close(c.done)
+	if linger {
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.Copy(io.Discard, c.nc)
+		c.nc.Close()
+	}
 	c.wg.Wait()
 }
 
