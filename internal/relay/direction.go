@@ -67,8 +67,6 @@ type direction struct {
 	finished  bool                   // copy has returned
 
 	kicked bool // the poller set a past read deadline for the peer's end (see poller); guarded by pmu
-
-	inEpoll bool // the socket is in the poller's epoll set (it leaves it when closed); owned by the running goroutine
 }
 
 // dst is where the direction writes: the other direction's source.

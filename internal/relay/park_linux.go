@@ -85,31 +85,33 @@ func (d *direction) polled() {
 	d.kick()
 }
 
-// pollToken returns d's key in the poller, listing d under it the first time.
-func (d *direction) pollToken(p *poller) uint64 {
+// pollToken returns d's key in the poller, listing d under it the first
+// time; first reports that it was, so the socket is not in the epoll set
+// yet.
+func (d *direction) pollToken(p *poller) (token uint64, first bool) {
 	if d.token == 0 {
 		p.mu.Lock()
 		p.next++
 		d.token = p.next
 		p.dirs[d.token] = d
 		p.mu.Unlock()
+		first = true
 	}
-	return d.token
+	return d.token, first
 }
 
 // register sets the events the poller watches d's socket fd for, under
-// d's token: one epoll_ctl call, ADD the first time and MOD after.
-func (d *direction) register(p *poller, fd uintptr, token uint64, events uint32) error {
+// d's token: ADD the first time (first, from pollToken), MOD after, one
+// epoll_ctl call either way, unless a first ADD failed.
+func (d *direction) register(p *poller, fd uintptr, token uint64, first bool, events uint32) error {
 	ev := syscall.EpollEvent{Events: events, Fd: int32(uint32(token)), Pad: int32(uint32(token >> 32))}
-	op := syscall.EPOLL_CTL_MOD
-	if !d.inEpoll {
-		op = syscall.EPOLL_CTL_ADD
+	if !first {
+		err := syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+		if err != syscall.ENOENT {
+			return err
+		}
 	}
-	err := syscall.EpollCtl(p.fd, op, int(fd), &ev)
-	if err == nil {
-		d.inEpoll = true
-	}
-	return err
+	return syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 }
 
 // parkSocket parks d, whose source is the socket behind rc, until it is
@@ -120,13 +122,13 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 	if p == nil {
 		return false
 	}
-	token := d.pollToken(p) // before d is parked: a wake may run (and end) it at once
+	token, first := d.pollToken(p) // before d is parked: a wake may run (and end) it at once
 	d.setParked()
 	var cerr error
 	err := rc.Control(func(fd uintptr) {
 		// Level-triggered and one-shot: bytes that arrived before the
 		// registration fire it at once, and it fires once.
-		cerr = d.register(p, fd, token, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLONESHOT)
+		cerr = d.register(p, fd, token, first, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLONESHOT)
 	})
 	if err == nil {
 		err = cerr
@@ -143,7 +145,11 @@ func (d *direction) parkSocket(rc syscall.RawConn) bool {
 // read until EAGAIN before each wait.
 func (d *direction) watchSocket(fd uintptr) bool {
 	p := getPoller()
-	return p != nil && d.register(p, fd, d.pollToken(p), syscall.EPOLLRDHUP|epollET) == nil
+	if p == nil {
+		return false
+	}
+	token, first := d.pollToken(p)
+	return d.register(p, fd, token, first, syscall.EPOLLRDHUP|epollET) == nil
 }
 
 // epollET is syscall.EPOLLET as the uint32 EpollEvent.Events holds.
