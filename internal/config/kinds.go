@@ -754,10 +754,10 @@ func (b *builder) checkLoadBalancer(loc location, path string, lb *loadBalancerS
 	if lb == nil {
 		return
 	}
-	if applied && lb.Simple == "PASSTHROUGH" {
-		b.warnf(loc, path+".simple", "PASSTHROUGH not applied by wsmesh: endpoints are picked round robin")
-	}
 	if applied {
+		if lb.Simple == "PASSTHROUGH" {
+			b.warnf(loc, path+".simple", "PASSTHROUGH not applied by wsmesh: endpoints are picked round robin")
+		}
 		b.warnUnapplied(loc, path, map[string]bool{
 			"consistentHash":     lb.ConsistentHash != nil,
 			"localityLbSetting":  lb.LocalityLbSetting != nil,
