@@ -29,8 +29,8 @@ type Target struct {
 	Endpoints      []string // upstream addresses in the order to try them
 	ConnectTimeout time.Duration
 	// KeepAlive is the TCP keepalive of connections dialed for this target
-	// (a DestinationRule's tcp.tcpKeepalive); the zero value sends no
-	// probes, as Envoy without tcpKeepalive.
+	// (the outbound side's: a DestinationRule's tcp.tcpKeepalive, or Go's
+	// default); the zero value, for the local app, sends no probes.
 	KeepAlive net.KeepAliveConfig
 	// H2 carries the request as a stream on a pooled HTTP/2 connection
 	// (h2UpgradePolicy UPGRADE); WebSockets use RFC 8441 extended CONNECT.
